@@ -1,0 +1,216 @@
+"""An agent is a role bound to a model; :func:`ask` is the one way a graph calls it.
+
+``ask`` does everything a model call owes the rest of the system, in one place: it takes the
+call's tokens out of the run's budget *before* calling (so no run spends more than it was
+given), replays a turn already stored when a run resumes (so a killed worker neither loses nor
+duplicates a turn), calls the backend, parses the reply, and records the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from agents.model import ChatMessage, ModelBackend, ModelError, ModelRequest, SamplingParams
+from roles.parsing import Parsed
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Who speaks: a name in the transcript, a role from the papers, a logical model name."""
+
+    name: str
+    role: str
+    model: str
+    description: str | None = None
+
+
+class TurnRecord(BaseModel):
+    """Everything stored about one model call."""
+
+    run_id: str
+    key: str = Field(description="unique within the run; a resumed run replays by it")
+    node: str
+    round: int = 0
+    agent: str
+    role: str
+    role_description: str | None = None
+    model: str
+    adapter: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    messages: list[ChatMessage]
+    completion: str = ""
+    finish_reason: str | None = None
+    parsed: dict[str, Any] | None = None
+    parse_ok: bool = True
+    parse_error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+
+
+class Recorder(Protocol):
+    """Where turns and live events go; the store implements it, tests may too."""
+
+    async def record_turn(self, turn: TurnRecord) -> None: ...
+
+    async def find_turn(self, run_id: str, key: str) -> TurnRecord | None: ...
+
+    async def emit(self, run_id: str, event: str, payload: dict[str, Any]) -> None: ...
+
+
+class BudgetExhausted(Exception):
+    """The run's token budget cannot pay for another useful call."""
+
+
+@dataclass
+class TokenBudget:
+    """Generated tokens a run may spend, counted across all agents and parallel calls.
+
+    A call reserves its ``max_tokens`` before it starts and gives back what it did not use,
+    so parallel branches can never overspend together.
+    """
+
+    limit: int | None
+    spent: int = 0
+    reserved: int = 0
+    min_call_tokens: int = 8
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @property
+    def remaining(self) -> int | None:
+        if self.limit is None:
+            return None
+        return max(0, self.limit - self.spent - self.reserved)
+
+    async def reserve(self, wanted: int) -> int:
+        async with self._lock:
+            remaining = self.remaining
+            granted = wanted if remaining is None else min(wanted, remaining)
+            if granted < min(wanted, self.min_call_tokens):
+                raise BudgetExhausted(
+                    f"token budget of {self.limit} spent ({self.spent} used, "
+                    f"{self.reserved} reserved by calls in flight)"
+                )
+            self.reserved += granted
+            return granted
+
+    async def settle(self, reserved: int, used: int) -> None:
+        async with self._lock:
+            self.reserved -= reserved
+            self.spent += used
+
+
+class ModelSource(Protocol):
+    def get(self, logical_name: str) -> ModelBackend: ...
+
+
+@dataclass
+class RunContext:
+    """What a graph's nodes get through LangGraph's runtime context: never checkpointed."""
+
+    run_id: str
+    models: ModelSource
+    recorder: Recorder
+    budget: TokenBudget
+    config: Any = None
+    resuming: bool = False
+    is_cancelled: Callable[[], Awaitable[bool]] | None = None
+
+
+class RunCancelled(Exception):
+    """The run was cancelled by its owner; raised between turns."""
+
+
+@dataclass
+class Turn:
+    """What a node gets back from :func:`ask`."""
+
+    text: str
+    parsed: Any
+    record: TurnRecord
+
+
+async def ask(
+    ctx: RunContext,
+    agent: Agent,
+    messages: list[ChatMessage],
+    *,
+    key: str,
+    node: str,
+    round: int = 0,
+    params: SamplingParams | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> Turn:
+    """Call ``agent``'s model once and record the turn; see the module docstring."""
+    if ctx.resuming:
+        stored = await ctx.recorder.find_turn(ctx.run_id, key)
+        if stored is not None and stored.error is None:
+            # Its tokens are already in the budget the runner rebuilt from the store.
+            parsed = parse(stored.completion) if parse else None
+            return Turn(text=stored.completion, parsed=parsed, record=stored)
+    if ctx.is_cancelled is not None and await ctx.is_cancelled():
+        raise RunCancelled(f"run {ctx.run_id} was cancelled")
+
+    params = params or SamplingParams()
+    granted = await ctx.budget.reserve(params.max_tokens)
+    params = params.model_copy(update={"max_tokens": granted})
+    backend = ctx.models.get(agent.model)
+    record = TurnRecord(
+        run_id=ctx.run_id,
+        key=key,
+        node=node,
+        round=round,
+        agent=agent.name,
+        role=agent.role,
+        role_description=agent.description,
+        model=backend.name,
+        params=params.model_dump(exclude_defaults=False),
+        messages=messages,
+    )
+    await ctx.recorder.emit(
+        ctx.run_id, "turn_started", {"key": key, "agent": agent.name, "role": agent.role}
+    )
+    request = ModelRequest(
+        messages=messages,
+        params=params,
+        tags={"run": ctx.run_id, "agent": agent.name, "role": agent.role},
+    )
+    started = time.perf_counter()
+    used = 0
+    try:
+        response = await backend.generate(request)
+    except BaseException as exc:
+        record.latency_s = time.perf_counter() - started
+        record.error = f"{type(exc).__name__}: {exc}"
+        await ctx.budget.settle(granted, 0)
+        if not isinstance(exc, asyncio.CancelledError):
+            await ctx.recorder.record_turn(record)
+        if isinstance(exc, ModelError | asyncio.CancelledError):
+            raise
+        raise ModelError(record.error) from exc
+    completion = response.completions[0]
+    used = completion.completion_tokens
+    await ctx.budget.settle(granted, used)
+    record.model = response.model
+    record.adapter = response.adapter
+    record.completion = completion.text
+    record.finish_reason = completion.finish_reason
+    record.prompt_tokens = response.prompt_tokens
+    record.completion_tokens = used
+    record.latency_s = response.latency_s
+    parsed = parse(completion.text) if parse else None
+    if isinstance(parsed, BaseModel):
+        record.parsed = parsed.model_dump()
+    if isinstance(parsed, Parsed):
+        record.parse_ok = parsed.parse_ok
+        record.parse_error = parsed.parse_error
+    await ctx.recorder.record_turn(record)
+    await ctx.recorder.emit(ctx.run_id, "turn_finished", record.model_dump(exclude={"messages"}))
+    return Turn(text=completion.text, parsed=parsed, record=record)

@@ -1,0 +1,106 @@
+"""The one async interface every model backend implements.
+
+A graph never sees a backend class: it asks for a logical model name (``policy``, ``ceo``...)
+and gets something that satisfies :class:`ModelBackend`. Requests and responses are pydantic
+models so the scripted, local and OpenAI-compatible backends cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from roles.messages import ChatMessage
+
+__all__ = [
+    "ChatMessage",
+    "Completion",
+    "ModelBackend",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "SamplingParams",
+    "StreamingBackend",
+    "TokenLogprob",
+]
+
+
+class SamplingParams(BaseModel):
+    """What a caller may ask of any backend; backends ignore nothing silently."""
+
+    n: int = Field(1, ge=1, le=64, description="independent samples of the same prompt")
+    max_tokens: int = Field(256, ge=1, description="most tokens each sample may generate")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, description="strings that end a sample")
+    seed: int | None = Field(None, description="makes sampling reproducible where supported")
+    top_logprobs: int = Field(
+        0, ge=0, le=20, description="return this many top log-probabilities per generated token"
+    )
+
+
+class ModelRequest(BaseModel):
+    messages: list[ChatMessage]
+    params: SamplingParams = Field(default_factory=SamplingParams)
+    adapter: str | None = Field(None, description="LoRA adapter name, when the backend serves one")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="who is asking (run, agent, role); the scripted backend keys on it",
+    )
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    top: dict[str, float] = Field(default_factory=dict)
+
+
+class Completion(BaseModel):
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled", "error"] = "stop"
+    completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
+
+
+class ModelResponse(BaseModel):
+    completions: list[Completion]
+    prompt_tokens: int = 0
+    model: str = Field(description="the concrete model that answered (weights or endpoint name)")
+    adapter: str | None = None
+    latency_s: float = 0.0
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.completions)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ModelError(RuntimeError):
+    """A backend could not answer. ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """Chat messages in; n samples with finish reasons, usage and latency out."""
+
+    name: str
+
+    async def generate(self, request: ModelRequest) -> ModelResponse: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingBackend(ModelBackend, Protocol):
+    """A backend that can also yield text pieces of a single sample as they are generated."""
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[str]: ...

@@ -1,0 +1,90 @@
+"""The model map: logical model names (``policy``, ``ceo``, ``critic``...) to backends.
+
+Configuration names a backend and its options per logical name; names that are not mapped fall
+back to ``default``. Two names with the same spec share one backend instance, so the CEO and the
+experts on the embedded defaults load the local model once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from agents.backends.local_config import LocalModelConfig
+from agents.backends.openai_compat import OpenAIModelConfig
+from agents.backends.scripted import ScriptedBackend, ScriptedModelConfig
+from agents.model import ModelBackend
+
+ModelSpec = Annotated[
+    LocalModelConfig | OpenAIModelConfig | ScriptedModelConfig,
+    Field(discriminator="backend"),
+]
+
+
+class ModelMap(BaseModel):
+    """Which backend answers for each logical model name."""
+
+    default: ModelSpec = Field(default_factory=LocalModelConfig)
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict, description="logical name -> backend spec; others use default"
+    )
+
+    def spec_for(self, logical_name: str) -> ModelSpec:
+        return self.models.get(logical_name, self.default)
+
+
+def build_backend(
+    spec: ModelSpec, name: str, on_progress: Callable[[str], None] | None = None
+) -> ModelBackend:
+    if isinstance(spec, ScriptedModelConfig):
+        return ScriptedBackend.from_config(spec, name=name)
+    if isinstance(spec, OpenAIModelConfig):
+        from agents.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(spec)
+    # torch and transformers load only when a local model is actually used.
+    from agents.backends.local import LocalBackend
+
+    return LocalBackend(spec, on_progress=on_progress)
+
+
+class ModelRouter:
+    """Hands out one backend per distinct spec, built on first use and closed together."""
+
+    def __init__(
+        self,
+        model_map: ModelMap | None = None,
+        *,
+        overrides: dict[str, ModelBackend] | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._on_progress = on_progress
+        self.model_map = model_map or ModelMap()
+        self._overrides = dict(overrides or {})
+        self._built: dict[str, ModelBackend] = {}
+
+    @classmethod
+    def single(cls, backend: ModelBackend) -> ModelRouter:
+        """Every logical name answered by one backend (tests, benchmarks)."""
+        router = cls()
+        router._overrides["*"] = backend
+        return router
+
+    def get(self, logical_name: str) -> ModelBackend:
+        if logical_name in self._overrides:
+            return self._overrides[logical_name]
+        if "*" in self._overrides:
+            return self._overrides["*"]
+        spec = self.model_map.spec_for(logical_name)
+        key = spec.model_dump_json()
+        if key not in self._built:
+            self._built[key] = build_backend(spec, logical_name, self._on_progress)
+        return self._built[key]
+
+    async def close(self) -> None:
+        backends = {id(b): b for b in [*self._built.values(), *self._overrides.values()]}
+        for backend in backends.values():
+            await backend.close()
+        self._built.clear()

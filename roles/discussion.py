@@ -1,0 +1,303 @@
+"""The CEO-managed discussion (M1 / MAS-TTS): prompts, output schemas and parsers.
+
+Roles follow the released protocol: a CEO allocates the round (continue or stop, team size,
+direction, token budget), an expert recruiter writes role descriptions, a solver writes a
+solution, critics review it and end with ``[Agree]`` or ``[Disagree]``, and an evaluator scores
+it and advises. Every parser survives malformed output: what cannot be read becomes a safe
+default with ``parse_ok=False`` and the reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from string import Template
+from typing import Literal
+
+from pydantic import Field
+
+from roles.messages import ChatMessage, system_user
+from roles.parsing import Parsed
+
+NO_SOLUTION = "No solution yet."
+NO_ADVICE = "No advice yet."
+NO_RESOURCES = "No resources yet."
+DEFAULT_ROLE = "Scientist."
+
+# --- prompts -----------------------------------------------------------------------------
+
+CEO_SYSTEM = Template(
+    """You are the CEO of a team of experts solving a problem. Your duties:
+1. Monitor the team's progress and the resources it spends.
+2. Decide whether the discussion continues or stops.
+3. Decide how many experts to recruit or retain for the next round.
+4. Direct the discussion towards the weakest part of the latest solution.
+5. Set how deeply the experts think by choosing their token budget.
+
+Task: ${problem}
+Latest solution: ${solution}
+Evaluation feedback: ${advice}
+Current resources: ${resources}"""
+)
+
+CEO_INSTRUCTION = Template(
+    """Choose Stop only if the latest solution is correct. Recruit between 2 and ${max_experts}
+experts (2 or 3 is typical, more for complex problems). Choose the maximum tokens from
+${token_menu}: the smallest for simple problems, the largest for complex ones.
+Answer exactly in this format:
+### Decision: <Continue> or <Stop>
+### Recruit Number: a number
+### Direction: one or two sentences on what the team should focus on
+### Maximum Tokens: a number from the list"""
+)
+
+RECRUITER_SYSTEM = Template(
+    """You lead a group of experts facing this math or science problem: ${problem}
+Your only job is to recruit ${count} experts with different skills to solve it. Do not solve it.
+Suggestions from the last evaluation: ${advice}"""
+)
+
+RECRUITER_INSTRUCTION = Template(
+    """Answer with a numbered list of ${count} experts and nothing else, one per line:
+1. A [discipline] specialized in [field], with expertise in [technical area]."""
+)
+
+SOLVER_SYSTEM = Template("Solve the following problem accurately: ${problem}")
+
+SOLVER_INSTRUCTION = Template(
+    """You are ${role}. Using the chat history, solve the problem step by step.
+Direction from the CEO: ${direction}
+If critics disagreed with the last solution, address their critiques.
+Put the final answer in \\boxed{answer}."""
+)
+
+CRITIC_SYSTEM = Template(
+    """You are ${role} in a discussion group solving this problem: ${problem}"""
+)
+
+CRITIC_INSTRUCTION = Template(
+    """Solve the problem yourself, then compare your answer with the last solution in the chat
+history. Give your critique only; do not write a full solution. End with [Agree] if the final
+answers match, or [Disagree] if they do not."""
+)
+
+EVALUATOR_SYSTEM = Template(
+    """Experts: ${experts}
+Problem: ${problem}
+Solution: ${solution}"""
+)
+
+EVALUATOR_INSTRUCTION = Template(
+    """You are an experienced teacher. Judge whether the solution is correct, give advice on how
+to improve it, and say which experts to recruit next. Answer exactly in this format:
+### Correctness: 1 if the solution is correct, 0 otherwise
+### Advice: your advice
+### Recruiting Suggestion: the experts to recruit"""
+)
+
+
+def render_history(history: Sequence[str], last: int) -> str:
+    """The shared chat history a member sees: its ``last`` entries, oldest first."""
+    shown = list(history)[-last:] if last > 0 else []
+    body = "\n".join(shown) if shown else "(empty)"
+    return f"Here is the chat history: <history>\n{body}\n</history>\n"
+
+
+def ceo_messages(
+    problem: str,
+    solution: str,
+    advice: str,
+    resources: str,
+    *,
+    max_experts: int,
+    token_menu: Sequence[int],
+) -> list[ChatMessage]:
+    menu = "[" + ", ".join(str(t) for t in token_menu) + "]"
+    return system_user(
+        CEO_SYSTEM.substitute(
+            problem=problem, solution=solution, advice=advice, resources=resources
+        ),
+        CEO_INSTRUCTION.substitute(max_experts=max_experts, token_menu=menu),
+    )
+
+
+def recruiter_messages(problem: str, advice: str, count: int) -> list[ChatMessage]:
+    return system_user(
+        RECRUITER_SYSTEM.substitute(problem=problem, count=count, advice=advice),
+        RECRUITER_INSTRUCTION.substitute(count=count),
+    )
+
+
+def solver_messages(
+    problem: str, role: str, direction: str, history: Sequence[str], *, last: int = 5
+) -> list[ChatMessage]:
+    return system_user(
+        SOLVER_SYSTEM.substitute(problem=problem),
+        render_history(history, last)
+        + SOLVER_INSTRUCTION.substitute(role=role, direction=direction),
+    )
+
+
+def critic_messages(
+    problem: str, role: str, history: Sequence[str], *, last: int = 3
+) -> list[ChatMessage]:
+    return system_user(
+        CRITIC_SYSTEM.substitute(role=role, problem=problem),
+        render_history(history, last) + CRITIC_INSTRUCTION.template,
+    )
+
+
+def evaluator_messages(problem: str, solution: str, experts: Sequence[str]) -> list[ChatMessage]:
+    return system_user(
+        EVALUATOR_SYSTEM.substitute(
+            experts="; ".join(experts) or DEFAULT_ROLE, problem=problem, solution=solution
+        ),
+        EVALUATOR_INSTRUCTION.template,
+    )
+
+
+def history_entry(sender: str, text: str) -> str:
+    return f"[{sender}]: {text}"
+
+
+# --- schemas -----------------------------------------------------------------------------
+
+
+class CeoDecision(Parsed):
+    decision: Literal["continue", "stop"] = "continue"
+    recruit_number: int = Field(2, ge=1)
+    direction: str = NO_ADVICE
+    max_tokens: int = Field(ge=1)
+
+
+class RoleAssignment(Parsed):
+    roles: list[str]
+
+
+class Critique(Parsed):
+    agree: bool
+    text: str
+
+
+class Evaluation(Parsed):
+    correct: bool = False
+    advice: str = NO_ADVICE
+
+
+# --- parsers -----------------------------------------------------------------------------
+
+
+def _section(text: str, header: str, following: Sequence[str]) -> str | None:
+    """The text after ``### header:`` up to the next known header (or the end)."""
+    stop = "|".join(re.escape(h) for h in following)
+    pattern = rf"#*\s*{re.escape(header)}\s*:?\s*(.*?)(?=\n\s*#*\s*(?:{stop})\s*:|\Z)"
+    match = re.search(pattern, text, flags=re.IGNORECASE | re.DOTALL)
+    return match.group(1).strip() if match else None
+
+
+def snap_to_menu(value: int, menu: Sequence[int]) -> int:
+    """The menu entry closest to ``value`` (ties go to the smaller budget)."""
+    return min(sorted(menu), key=lambda m: abs(m - value))
+
+
+CEO_HEADERS = ("Decision", "Recruit Number", "Direction", "Maximum Tokens")
+
+
+def parse_ceo_decision(text: str, *, max_experts: int, token_menu: Sequence[int]) -> CeoDecision:
+    """Read the CEO's four headers; clamp the team to [2, max_experts] and snap the budget.
+
+    A reply without a readable decision gets the released code's fallback (continue, 2
+    experts, no direction, the largest budget) and is marked as a parse failure.
+    """
+    errors: list[str] = []
+    decision_text = _section(text, "Decision", CEO_HEADERS)
+    if decision_text is None or not re.search(r"continue|stop", decision_text, re.IGNORECASE):
+        errors.append("no Continue/Stop decision")
+        decision: Literal["continue", "stop"] = "continue"
+    else:
+        decision = "continue" if re.search(r"continue", decision_text, re.IGNORECASE) else "stop"
+
+    recruit = 2
+    recruit_text = _section(text, "Recruit Number", CEO_HEADERS)
+    number = re.search(r"\d+", recruit_text or "")
+    if number:
+        recruit = int(number.group())
+    else:
+        errors.append("no recruit number")
+    recruit = max(2, min(max_experts, recruit))
+
+    direction = _section(text, "Direction", CEO_HEADERS) or ""
+    if not direction:
+        errors.append("no direction")
+        direction = NO_ADVICE
+
+    max_tokens = max(token_menu)
+    tokens_text = _section(text, "Maximum Tokens", CEO_HEADERS)
+    number = re.search(r"\d+", (tokens_text or "").replace(",", ""))
+    if number:
+        max_tokens = snap_to_menu(int(number.group()), token_menu)
+    else:
+        errors.append("no maximum tokens")
+
+    if "no Continue/Stop decision" in errors:
+        # Without a decision the rest is not trusted either: the released fallback.
+        return CeoDecision(
+            decision="continue",
+            recruit_number=2,
+            direction=NO_ADVICE,
+            max_tokens=max(token_menu),
+            parse_ok=False,
+            parse_error="; ".join(errors),
+        )
+    return CeoDecision(
+        decision=decision,
+        recruit_number=recruit,
+        direction=direction,
+        max_tokens=max_tokens,
+        parse_ok=not errors,
+        parse_error="; ".join(errors) or None,
+    )
+
+
+def parse_roles(text: str, count: int) -> RoleAssignment:
+    """One role description per numbered line; missing ones become ``Scientist.``."""
+    found = [m.strip() for m in re.findall(r"^\s*\d+[.)]\s*(.+)$", text, flags=re.M)]
+    found = [r for r in found if r][:count]
+    missing = count - len(found)
+    roles = found + [DEFAULT_ROLE] * missing
+    return RoleAssignment(
+        roles=roles,
+        parse_ok=missing == 0,
+        parse_error=f"{missing} of {count} roles missing" if missing else None,
+    )
+
+
+def parse_critique(text: str) -> Critique:
+    """``[Agree]`` or ``[Disagree]``; the later marker wins. No marker reads as disagreement."""
+    markers = re.findall(r"\[(agree|disagree)\]", text, flags=re.IGNORECASE)
+    critique = re.sub(r"\[(agree|disagree)\]", "", text, flags=re.IGNORECASE).strip()
+    if not markers:
+        return Critique(
+            agree=False, text=critique, parse_ok=False, parse_error="no [Agree]/[Disagree]"
+        )
+    return Critique(agree=markers[-1].lower() == "agree", text=critique)
+
+
+EVALUATOR_HEADERS = ("Correctness", "Advice", "Recruiting Suggestion")
+
+
+def parse_evaluation(text: str) -> Evaluation:
+    """Correctness is the first digit after ``Correctness``; unreadable means 0."""
+    correctness = _section(text, "Correctness", EVALUATOR_HEADERS)
+    digit = re.search(r"[01]", correctness or "")
+    advice_start = re.search(r"Advice\s*:", text, flags=re.IGNORECASE)
+    # The released parser keeps everything after "Advice:", recruiting suggestion included.
+    advice = text[advice_start.end() :].strip() if advice_start else ""
+    if digit is None:
+        return Evaluation(
+            correct=False,
+            advice=advice or NO_ADVICE,
+            parse_ok=False,
+            parse_error="no correctness score",
+        )
+    return Evaluation(correct=digit.group() == "1", advice=advice or NO_ADVICE)

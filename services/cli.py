@@ -1,0 +1,208 @@
+"""The ``thinktank`` command line: solve problems, read stored runs, list patterns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from agents.model_map import ModelRouter
+from graphs.registry import PATTERNS, UnknownPattern, get_pattern
+from services.console import LivePrinter, print_run, print_runs
+from services.runner import execute_run, submit_run
+from services.settings import Settings
+from services.store.db import DatabaseURLError, create_engine, migrate
+from services.store.repository import RunNotFound, Store
+
+app = typer.Typer(
+    help="thinktank: several LLM agents reasoning together, every word stored.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="Read stored runs.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+
+console = Console()
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(main())
+    except (CliError, DatabaseURLError, RunNotFound, UnknownPattern, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: the run keeps its stored turns")
+        raise typer.Exit(130) from None
+
+
+@asynccontextmanager
+async def open_store(settings: Settings):
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+    except Exception as exc:
+        await engine.dispose()
+        raise CliError(f"cannot open the database {engine.url!r}: {exc}") from exc
+    try:
+        yield Store(engine)
+    finally:
+        await engine.dispose()
+
+
+def parse_pattern_options(args: list[str]) -> dict[str, Any]:
+    """``--field-name VALUE`` or ``--field-name=VALUE`` pairs into config fields.
+
+    Values are read as JSON when they parse (numbers, lists, null), else as strings.
+    """
+    options: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise CliError(f"unexpected argument {arg!r}; pattern options look like --name VALUE")
+        name, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise CliError(f"option --{name} needs a value")
+            value = args[i + 1]
+            i += 1
+        try:
+            options[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name.replace("-", "_")] = value
+        i += 1
+    return options
+
+
+def validation_message(pattern: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(
+                "--" + f.replace("_", "-") for f in get_pattern(pattern).config_model.model_fields
+            )
+            problems.append(
+                f"--{where.replace('_', '-')} is not an option of {pattern} (options: {known})"
+            )
+        else:
+            problems.append(f"--{where.replace('_', '-')}: {error['msg']}")
+    return "; ".join(problems)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Pattern options (--agents 3, --max-rounds 3, --samples 8, ...): `thinktank patterns`.",
+)
+def solve(
+    ctx: typer.Context,
+    problem: str = typer.Argument(..., help="the problem text"),
+    pattern: str = typer.Option("discussion", "--pattern", "-p", help="collaboration pattern"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the answer"),
+) -> None:
+    """Solve PROBLEM with a pattern, printing the conversation live, and store the run."""
+    settings = Settings()
+
+    async def main() -> None:
+        spec = get_pattern(pattern)
+        options = parse_pattern_options(ctx.args)
+        try:
+            spec.config_model.model_validate(options)
+        except ValidationError as exc:
+            raise CliError(validation_message(spec.name, exc)) from None
+        printer = LivePrinter(console, quiet=quiet)
+        models = ModelRouter(settings.models, on_progress=printer.progress)
+        async with open_store(settings) as store:
+            store.listeners.append(printer.on_event)
+            run_id = await submit_run(store, spec.name, problem, options)
+            printer.start(run_id, spec.name, problem)
+            try:
+                outcome = await execute_run(
+                    run_id, store=store, models=models, database_url=settings.database_url
+                )
+            finally:
+                printer.stop()
+                await models.close()
+            run = await store.get_run(run_id)
+        printer.summary(run)
+        if outcome["status"] != "succeeded":
+            raise typer.Exit(1)
+
+    run_async(main)
+
+
+@app.command()
+def patterns() -> None:
+    """List the patterns and every option each one takes."""
+    for spec in PATTERNS.values():
+        console.print(f"[bold]{spec.name}[/bold]: {spec.summary}")
+        for name, field in spec.config_model.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            console.print(
+                f"  --{name.replace('_', '-'):<22} {field.description or ''} "
+                f"[dim](default: {json.dumps(default)})[/dim]"
+            )
+
+
+@runs_app.command("list")
+def runs_list(
+    limit: int = typer.Option(20, min=1, max=1000, help="most runs shown, newest first"),
+    pattern: str | None = typer.Option(None, help="only this pattern"),
+    status: str | None = typer.Option(None, help="queued, running, succeeded, failed, cancelled"),
+) -> None:
+    """List stored runs, newest first."""
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            name = get_pattern(pattern).name if pattern else None
+            print_runs(console, await store.list_runs(limit=limit, pattern=name, status=status))
+
+    run_async(main)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: str = typer.Argument(..., help="the run's id (from `runs list`)"),
+    as_json: bool = typer.Option(False, "--json", help="print the run and its turns as JSON"),
+) -> None:
+    """Show a run and every turn: agent, role, model, prompt, completion, parse, tokens, latency."""
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            run = await store.get_run(run_id)
+            turns = await store.turns(run_id)
+        print_run(console, run, turns, as_json=as_json)
+
+    run_async(main)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the store's tables (every command also does this at start)."""
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings):
+            console.print("database is at the newest schema")
+
+    run_async(main)
+
+
+def main() -> None:
+    app()

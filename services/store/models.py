@@ -1,0 +1,105 @@
+"""The transcript store's tables: runs and the turns their agents took."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+        datetime: DateTime(timezone=True),
+    }
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_run_id)
+    pattern: Mapped[str] = mapped_column(String(64), index=True)
+    problem: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    answer: Mapped[str | None] = mapped_column(Text)
+    stop_reason: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    turns: Mapped[list[Turn]] = relationship(
+        back_populates="run", order_by="Turn.id", lazy="raise", cascade="all, delete-orphan"
+    )
+
+
+class Turn(Base):
+    """One model call: who asked, what was sent, what came back, what it cost."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        UniqueConstraint("run_id", "key", name="uq_turns_run_id_key"),
+        Index("ix_turns_run_id_id", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    node: Mapped[str] = mapped_column(String(64))
+    round: Mapped[int] = mapped_column(Integer, default=0)
+    agent: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(64))
+    role_description: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    adapter: Mapped[str | None] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]]
+    messages: Mapped[list[Any]]
+    completion: Mapped[str] = mapped_column(Text, default="")
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    parsed: Mapped[dict[str, Any] | None]
+    parse_ok: Mapped[bool] = mapped_column(default=True)
+    parse_error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    run: Mapped[Run] = relationship(back_populates="turns")

@@ -1,0 +1,165 @@
+"""Reading and writing runs and turns. The graphs' :class:`~agents.calls.Recorder` lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agents.calls import TurnRecord
+from services.store.db import sessionmaker
+from services.store.models import Run, Turn
+
+EventListener = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class RunNotFound(LookupError):
+    def __str__(self) -> str:
+        return f"no run with id {self.args[0]!r}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def turn_record(row: Turn) -> TurnRecord:
+    return TurnRecord(
+        run_id=row.run_id,
+        key=row.key,
+        node=row.node,
+        round=row.round,
+        agent=row.agent,
+        role=row.role,
+        role_description=row.role_description,
+        model=row.model,
+        adapter=row.adapter,
+        params=row.params,
+        messages=row.messages,
+        completion=row.completion,
+        finish_reason=row.finish_reason,
+        parsed=row.parsed,
+        parse_ok=row.parse_ok,
+        parse_error=row.parse_error,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        latency_s=row.latency_ms / 1000.0,
+        error=row.error,
+    )
+
+
+class Store:
+    """Runs and turns on one database; also the recorder the graphs write turns through.
+
+    Each turn is committed as it happens, so whatever kills a run later, the transcript up
+    to that turn is on disk.
+    """
+
+    def __init__(self, engine: AsyncEngine, listeners: list[EventListener] | None = None) -> None:
+        self.engine = engine
+        self.session = sessionmaker(engine)
+        self.listeners: list[EventListener] = list(listeners or [])
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def create_run(self, pattern: str, problem: str, config: dict[str, Any]) -> Run:
+        async with self.session() as session, session.begin():
+            run = Run(pattern=pattern, problem=problem, config=config, status="queued")
+            session.add(run)
+        return run
+
+    async def get_run(self, run_id: str) -> Run:
+        async with self.session() as session:
+            run = await session.get(Run, run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def list_runs(
+        self, *, limit: int = 20, pattern: str | None = None, status: str | None = None
+    ) -> list[Run]:
+        query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)
+        if pattern:
+            query = query.where(Run.pattern == pattern)
+        if status:
+            query = query.where(Run.status == status)
+        async with self.session() as session:
+            return list((await session.scalars(query)).all())
+
+    async def _update_run(self, run_id: str, **values: Any) -> None:
+        async with self.session() as session, session.begin():
+            await session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+    async def mark_running(self, run_id: str) -> None:
+        await self._update_run(run_id, status="running", started_at=_now(), error=None)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        answer: str | None = None,
+        stop_reason: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        prompt, completion = await self.token_totals(run_id)
+        await self._update_run(
+            run_id,
+            status=status,
+            answer=answer,
+            stop_reason=stop_reason,
+            error=error,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            finished_at=_now(),
+        )
+
+    # --- turns ---------------------------------------------------------------------------
+
+    async def record_turn(self, turn: TurnRecord) -> None:
+        values = turn.model_dump(exclude={"latency_s"})
+        values["messages"] = [m.model_dump() for m in turn.messages]
+        values["latency_ms"] = turn.latency_s * 1000.0
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(Turn).values(**values)
+        # A turn re-made after a failed attempt replaces the failed one under the same key.
+        statement = statement.on_conflict_do_update(
+            index_elements=["run_id", "key"],
+            set_={k: statement.excluded[k] for k in values if k not in ("run_id", "key")},
+        )
+        async with self.session() as session, session.begin():
+            await session.execute(statement)
+
+    async def find_turn(self, run_id: str, key: str) -> TurnRecord | None:
+        async with self.session() as session:
+            row = await session.scalar(select(Turn).where(Turn.run_id == run_id, Turn.key == key))
+        return turn_record(row) if row else None
+
+    async def turns(self, run_id: str) -> list[Turn]:
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(Turn).where(Turn.run_id == run_id).order_by(Turn.id)
+            )
+            return list(rows.all())
+
+    async def token_totals(self, run_id: str) -> tuple[int, int]:
+        query = select(
+            func.coalesce(func.sum(Turn.prompt_tokens), 0),
+            func.coalesce(func.sum(Turn.completion_tokens), 0),
+        ).where(Turn.run_id == run_id)
+        async with self.session() as session:
+            prompt, completion = (await session.execute(query)).one()
+        return int(prompt), int(completion)
+
+    # --- live events ---------------------------------------------------------------------
+
+    async def emit(self, run_id: str, event: str, payload: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            result = listener(run_id, event, payload)
+            if result is not None:
+                await result

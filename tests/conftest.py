@@ -1,0 +1,90 @@
+"""Shared fixtures: a migrated store on SQLite or on this machine's real PostgreSQL, and a
+helper that runs a pattern end to end against any backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.model import ModelBackend
+from agents.model_map import ModelRouter
+from services.runner import RunOutcome, execute_run, submit_run
+from services.store.db import create_engine, migrate
+from services.store.repository import Store
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "THINKTANK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped after the session."""
+    import psycopg
+
+    name = f"thinktank_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'thinktank.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'thinktank.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[Store]:
+    engine = create_engine(sqlite_url)
+    await migrate(engine)
+    yield Store(engine)
+    await engine.dispose()
+
+
+class RunHarness:
+    """Submits and executes runs on one store with one backend answering every model name."""
+
+    def __init__(self, store: Store, database_url: str) -> None:
+        self.store = store
+        self.database_url = database_url
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        store.listeners.append(lambda _run, event, payload: self.events.append((event, payload)))
+
+    async def run(
+        self, backend: ModelBackend, pattern: str, problem: str, **config: Any
+    ) -> tuple[str, RunOutcome]:
+        run_id = await submit_run(self.store, pattern, problem, config)
+        outcome = await execute_run(
+            run_id,
+            store=self.store,
+            models=ModelRouter.single(backend),
+            database_url=self.database_url,
+        )
+        return run_id, outcome
+
+    def decisions(self, by: str) -> list[dict[str, Any]]:
+        return [p for e, p in self.events if e == "decision" and p.get("by") == by]
+
+
+@pytest.fixture
+def harness(store: Store, sqlite_url: str) -> RunHarness:
+    return RunHarness(store, sqlite_url)

@@ -1,0 +1,1 @@
+"""Problem sources, answer checking, dataset builders, trainers and campaigns (to come)."""
