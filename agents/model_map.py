@@ -39,7 +39,7 @@ def build_backend(
     spec: ModelSpec, name: str, on_progress: Callable[[str], None] | None = None
 ) -> ModelBackend:
     if isinstance(spec, ScriptedModelConfig):
-        return ScriptedBackend.from_config(spec, name=name)
+        return ScriptedBackend.from_config(spec)
     if isinstance(spec, OpenAIModelConfig):
         from agents.backends.openai_compat import OpenAIBackend
 
