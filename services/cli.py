@@ -63,6 +63,30 @@ async def open_store(settings: Settings):
         await engine.dispose()
 
 
+async def run_live(
+    settings: Settings, prepare: Callable[[Store], Awaitable[str]], *, quiet: bool
+) -> None:
+    """Execute the run ``prepare`` names, printing the conversation as it happens."""
+    printer = LivePrinter(console, quiet=quiet)
+    models = ModelRouter(settings.models, on_progress=printer.progress)
+    async with open_store(settings) as store:
+        run_id = await prepare(store)
+        run = await store.get_run(run_id)
+        store.listeners.append(printer.on_event)
+        printer.start(run_id, run.pattern, run.problem)
+        try:
+            outcome = await execute_run(
+                run_id, store=store, models=models, database_url=settings.database_url
+            )
+        finally:
+            printer.stop()
+            await models.close()
+        run = await store.get_run(run_id)
+    printer.summary(run)
+    if outcome["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
 def parse_pattern_options(args: list[str]) -> dict[str, Any]:
     """``--field-name VALUE`` or ``--field-name=VALUE`` pairs into config fields.
 
@@ -124,23 +148,11 @@ def solve(
             spec.config_model.model_validate(options)
         except ValidationError as exc:
             raise CliError(validation_message(spec.name, exc)) from None
-        printer = LivePrinter(console, quiet=quiet)
-        models = ModelRouter(settings.models, on_progress=printer.progress)
-        async with open_store(settings) as store:
-            store.listeners.append(printer.on_event)
-            run_id = await submit_run(store, spec.name, problem, options)
-            printer.start(run_id, spec.name, problem)
-            try:
-                outcome = await execute_run(
-                    run_id, store=store, models=models, database_url=settings.database_url
-                )
-            finally:
-                printer.stop()
-                await models.close()
-            run = await store.get_run(run_id)
-        printer.summary(run)
-        if outcome["status"] != "succeeded":
-            raise typer.Exit(1)
+
+        async def submit(store: Store) -> str:
+            return await submit_run(store, spec.name, problem, options)
+
+        await run_live(settings, submit, quiet=quiet)
 
     run_async(main)
 
@@ -188,6 +200,26 @@ def runs_show(
             run = await store.get_run(run_id)
             turns = await store.turns(run_id)
         print_run(console, run, turns, as_json=as_json)
+
+    run_async(main)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_id: str = typer.Argument(..., help="a run that was interrupted or failed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the answer"),
+) -> None:
+    """Continue a run from its last checkpoint; turns already stored are kept, not re-made."""
+    settings = Settings()
+
+    async def main() -> None:
+        async def check(store: Store) -> str:
+            run = await store.get_run(run_id)
+            if run.status == "succeeded":
+                raise CliError(f"run {run_id} already succeeded; nothing to resume")
+            return run_id
+
+        await run_live(settings, check, quiet=quiet)
 
     run_async(main)
 
