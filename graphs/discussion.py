@@ -29,7 +29,7 @@ class DiscussionConfig(PatternConfig):
     settings are ``max_inner_turns=3`` and a token menu of ``[2048, 4096, 8192, 16384, 32000]``."""
 
     agents: int = Field(
-        3, ge=2, le=8, description="most experts the CEO may recruit (solver + critics)"
+        3, ge=2, le=16, description="most experts the CEO may recruit (solver + critics)"
     )
     max_rounds: int = Field(2, ge=1, le=20, description="round cap")
     max_inner_turns: int = Field(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agents.calls import TurnRecord
 from services.store.db import sessionmaker
-from services.store.models import Run, Turn
+from services.store.models import Run, Turn, new_run_id
 
 EventListener = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
@@ -22,6 +24,20 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 class RunNotFound(LookupError):
     def __str__(self) -> str:
         return f"no run with id {self.args[0]!r}"
+
+
+def turn_upsert(dialect_name: str) -> Insert:
+    """Insert a turn; one re-made after a failed attempt replaces it under the same key.
+
+    Built once per store so SQLAlchemy compiles it once, not on every turn.
+    """
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(Turn)
+    replaced = [c.key for c in Turn.__table__.columns if c.key not in ("id", "run_id", "key")]
+    return statement.on_conflict_do_update(
+        index_elements=["run_id", "key"],
+        set_={name: statement.excluded[name] for name in replaced if name != "created_at"},
+    )
 
 
 def _now() -> datetime:
@@ -64,14 +80,37 @@ class Store:
         self.engine = engine
         self.session = sessionmaker(engine)
         self.listeners: list[EventListener] = list(listeners or [])
+        self._upsert_turn = turn_upsert(engine.dialect.name)
+        # SQLite has one writer at a time; queueing our own writes here is much cheaper
+        # than letting parallel branches collide and sleep in SQLite's busy handler.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is None:
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        async with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
     # --- runs ----------------------------------------------------------------------------
 
     async def create_run(self, pattern: str, problem: str, config: dict[str, Any]) -> Run:
-        async with self.session() as session, session.begin():
-            run = Run(pattern=pattern, problem=problem, config=config, status="queued")
-            session.add(run)
-        return run
+        run_id = new_run_id()
+        async with self._writing() as connection:
+            await connection.execute(
+                insert(Run).values(
+                    id=run_id,
+                    pattern=pattern,
+                    problem=problem,
+                    config=config,
+                    status="queued",
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                )
+            )
+        return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> Run:
         async with self.session() as session:
@@ -92,8 +131,8 @@ class Store:
             return list((await session.scalars(query)).all())
 
     async def _update_run(self, run_id: str, **values: Any) -> None:
-        async with self.session() as session, session.begin():
-            await session.execute(update(Run).where(Run.id == run_id).values(**values))
+        async with self._writing() as connection:
+            await connection.execute(update(Run).where(Run.id == run_id).values(**values))
 
     async def mark_running(self, run_id: str) -> None:
         await self._update_run(run_id, status="running", started_at=_now(), error=None)
@@ -125,15 +164,8 @@ class Store:
         values = turn.model_dump(exclude={"latency_s"})
         values["messages"] = [m.model_dump() for m in turn.messages]
         values["latency_ms"] = turn.latency_s * 1000.0
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(Turn).values(**values)
-        # A turn re-made after a failed attempt replaces the failed one under the same key.
-        statement = statement.on_conflict_do_update(
-            index_elements=["run_id", "key"],
-            set_={k: statement.excluded[k] for k in values if k not in ("run_id", "key")},
-        )
-        async with self.session() as session, session.begin():
-            await session.execute(statement)
+        async with self._writing() as connection:
+            await connection.execute(self._upsert_turn, values)
 
     async def find_turn(self, run_id: str, key: str) -> TurnRecord | None:
         async with self.session() as session:

@@ -114,7 +114,7 @@ def test_baselines_run_from_the_command_line(env: dict[str, str]) -> None:
     ("args", "message"),
     [
         (["solve", "x", "--pattern", "nope"], "unknown pattern 'nope'"),
-        (["solve", "x", "--agents", "99"], "--agents: Input should be less than or equal to 8"),
+        (["solve", "x", "--agents", "99"], "--agents: Input should be less than or equal to 16"),
         (["solve", "x", "--colour", "red"], "--colour is not an option of discussion"),
         (["solve", "x", "--agents"], "option --agents needs a value"),
         (["solve", "   "], "the problem text is empty"),

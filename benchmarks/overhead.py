@@ -1,0 +1,173 @@
+"""Orchestration overhead of a discussion, with durable checkpoints and every turn stored.
+
+Against a scripted backend with a fixed latency per call, prints:
+  1. overhead per model call on the critical path (wall time minus the dependent calls'
+     latency, divided by their number), on SQLite and on PostgreSQL  (target < 2 ms);
+  2. wall time of a whole discussion / its critical path at 50 ms and 200 ms per call
+     (targets <= 1.1 and <= 1.05);
+  3. the critique step with k = 1, 2, 4, 8 critics / one call  (target <= 1.1 for every k).
+
+Run: python benchmarks/overhead.py [--postgres postgresql+psycopg://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agents.backends.scripted import ScriptedBackend
+from agents.model_map import ModelRouter
+from services.runner import execute_run, submit_run
+from services.store.db import create_engine, migrate
+from services.store.repository import Store
+
+CEO = (
+    "### Decision: <Continue>\n### Recruit Number: {k}\n### Direction: go\n### Maximum Tokens: 128"
+)
+
+
+def scripted(latency_s: float, critics: int) -> ScriptedBackend:
+    return ScriptedBackend(
+        {
+            "ceo": [CEO.format(k=critics + 1)],
+            "recruiter": ["\n".join(f"{i}. Expert {i}." for i in range(1, critics + 2))],
+            "solver": ["The answer is \\boxed{4}."],
+            # disagree once so every round also has a revision: a longer critical path
+            "critic": ["[Disagree]"] * critics + ["[Agree]"],
+            "evaluator": ["### Correctness: 0\n### Advice: again"],
+        },
+        latency_s=latency_s,
+    )
+
+
+def critical_path_calls(turns: list[Any]) -> int:
+    """Dependent calls: parallel critics of one (round, inner turn) count once."""
+    seen: set[str] = set()
+    for turn in turns:
+        key = turn.key.rsplit("/", 1)[0] if turn.node == "critique" else turn.key
+        seen.add(key)
+    return len(seen)
+
+
+class Timeline:
+    """Wall-clock times of the events of one run, for the critique-step measurement."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, str, dict[str, Any]]] = []
+
+    def __call__(self, _run: str, event: str, payload: dict[str, Any]) -> None:
+        self.marks.append((time.perf_counter(), event, payload))
+
+    def critique_step(self) -> float:
+        solved = next(t for t, e, p in self.marks if e == "turn_finished" and p["node"] == "solve")
+        decided = next(t for t, e, p in self.marks if e == "decision" and p.get("by") == "critics")
+        return decided - solved
+
+
+async def one_run(
+    database_url: str, latency_s: float, *, critics: int = 2, rounds: int = 2, inner: int = 1
+) -> tuple[float, int, Timeline]:
+    engine = create_engine(database_url)
+    await migrate(engine)
+    timeline = Timeline()
+    store = Store(engine, listeners=[timeline])
+    config = {
+        "agents": critics + 1,
+        "max_rounds": rounds,
+        "max_inner_turns": inner,
+        "token_budget": None,
+    }
+    run_id = await submit_run(store, "discussion", "What is 2+2?", config)
+    started = time.perf_counter()
+    outcome = await execute_run(
+        run_id,
+        store=store,
+        models=ModelRouter.single(scripted(latency_s, critics)),
+        database_url=database_url,
+    )
+    wall = time.perf_counter() - started
+    assert outcome["status"] == "succeeded", outcome
+    calls = critical_path_calls(await store.turns(run_id))
+    await engine.dispose()
+    return wall, calls, timeline
+
+
+async def overhead_ms(database_url: str, latency_s: float, repeats: int) -> tuple[float, int]:
+    samples = []
+    calls = 0
+    for _ in range(repeats):
+        wall, calls, _ = await one_run(database_url, latency_s)
+        samples.append((wall - calls * latency_s) / calls * 1000)
+    return statistics.median(samples), calls
+
+
+def fresh_postgres(admin_url: str) -> tuple[str, str]:
+    import psycopg
+
+    name = f"thinktank_bench_{uuid.uuid4().hex[:8]}"
+    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    return f"{base}/{name}", name
+
+
+def drop_postgres(admin_url: str, name: str) -> None:
+    import psycopg
+
+    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="thinktank-bench-"))
+    sqlite_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+    databases = {"sqlite": sqlite_url}
+    pg_name = None
+    if args.postgres:
+        databases["postgresql"], pg_name = fresh_postgres(args.postgres)
+
+    print("1. orchestration overhead per call on the critical path (target < 2 ms)")
+    for label, url in databases.items():
+        await one_run(url, 0.0)  # warm up imports, schema and connection pools
+        for latency in (0.0, 0.05):
+            ms, calls = await overhead_ms(url, latency, args.repeats)
+            print(
+                f"   {label:<10} at {latency * 1000:>3.0f} ms/call: {ms:6.2f} ms per call "
+                f"({calls} dependent calls, median of {args.repeats})"
+            )
+
+    print("2. whole discussion / critical path (targets: 1.1 at 50 ms, 1.05 at 200 ms)")
+    for latency in (0.05, 0.2):
+        wall, calls, _ = await one_run(sqlite_url, latency)
+        print(
+            f"   {latency * 1000:>3.0f} ms/call: {wall / (calls * latency):.3f} "
+            f"({wall:.2f} s for {calls} dependent calls)"
+        )
+
+    print("3. critique step with k critics / one call (target <= 1.1)")
+    latency = 0.2
+    for k in (1, 2, 4, 8):
+        _, _, timeline = await one_run(sqlite_url, latency, critics=k, rounds=1, inner=0)
+        print(f"   k={k}: {timeline.critique_step() / latency:.3f}")
+
+    if pg_name and args.postgres:
+        drop_postgres(args.postgres, pg_name)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="admin URL of a PostgreSQL server to measure on ('' to skip)",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement")
+    asyncio.run(main(parser.parse_args()))
