@@ -58,7 +58,9 @@ class TurnRecord(BaseModel):
 class Recorder(Protocol):
     """Where turns and live events go; the store implements it, tests may too."""
 
-    async def record_turn(self, turn: TurnRecord) -> None: ...
+    async def record_turn(self, turn: TurnRecord) -> None:
+        """Store the turn and announce it (the run's ``turn_finished`` event)."""
+        ...
 
     async def find_turn(self, run_id: str, key: str) -> TurnRecord | None: ...
 
@@ -212,5 +214,4 @@ async def ask(
         record.parse_ok = parsed.parse_ok
         record.parse_error = parsed.parse_error
     await ctx.recorder.record_turn(record)
-    await ctx.recorder.emit(ctx.run_id, "turn_finished", record.model_dump(exclude={"messages"}))
     return Turn(text=completion.text, parsed=parsed, record=record)

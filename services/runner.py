@@ -14,6 +14,7 @@ from agents.model import ModelError
 from agents.model_map import ModelRouter
 from graphs.registry import get_pattern
 from services.checkpoints import open_checkpointer
+from services.store.models import Run
 from services.store.repository import Store
 
 
@@ -21,14 +22,47 @@ class RunOutcome(dict[str, Any]):
     """status, answer, stop_reason, error and the graph's final state."""
 
 
-async def submit_run(store: Store, pattern: str, problem: str, config: dict[str, Any]) -> str:
-    """Validate the pattern's config and store a queued run; returns its id."""
+async def submit_run(
+    store: Store,
+    pattern: str,
+    problem: str,
+    config: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    api_key_id: str | None = None,
+) -> str:
+    """Validate the pattern's config and store a queued run; returns its id.
+
+    Raises ``UnknownPattern``, ``ValueError`` for an empty problem and pydantic's
+    ``ValidationError`` for a bad config; nothing is stored then.
+    """
+    run, _ = await create_run(
+        store, pattern, problem, config, idempotency_key=idempotency_key, api_key_id=api_key_id
+    )
+    return run.id
+
+
+async def create_run(
+    store: Store,
+    pattern: str,
+    problem: str,
+    config: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    api_key_id: str | None = None,
+) -> tuple[Run, bool]:
+    """Like :func:`submit_run`, returning the run and whether it is new (idempotency)."""
     spec = get_pattern(pattern)
     if not problem.strip():
         raise ValueError("the problem text is empty")
     validated = spec.config_model.model_validate(config)
-    run = await store.create_run(spec.name, problem, validated.model_dump(mode="json"))
-    return run.id
+    return await store.create_run(
+        spec.name,
+        problem,
+        validated.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+        api_key_id=api_key_id,
+    )
 
 
 async def execute_run(
@@ -41,6 +75,14 @@ async def execute_run(
     again. A model failure fails the run with the reason; the turns made so far stay stored.
     """
     run = await store.get_run(run_id)
+    if run.status in ("succeeded", "cancelled"):
+        return RunOutcome(
+            status=run.status,
+            answer=run.answer,
+            stop_reason=run.stop_reason,
+            error=run.error,
+            state={},
+        )
     pattern = get_pattern(run.pattern)
     config = pattern.config_model.model_validate(run.config)
     async with open_checkpointer(database_url) as saver:
@@ -59,6 +101,7 @@ async def execute_run(
             budget=TokenBudget(limit=config.token_budget, spent=spent),
             config=config,
             resuming=resuming or spent > 0,
+            is_cancelled=lambda: store.cancel_requested(run_id),
         )
         await store.mark_running(run_id)
         await store.emit(run_id, "run_started", {"pattern": pattern.name, "resuming": resuming})

@@ -8,17 +8,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Insert, func, insert, select, update
+from sqlalchemy import Insert, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agents.calls import TurnRecord
+from services.events import EventBus
 from services.store.db import sessionmaker
-from services.store.models import Run, Turn, new_run_id
+from services.store.models import Event, Run, Turn, new_run_id
 
 EventListener = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+# Events a stream shows live but the store does not keep: they say nothing a replay needs.
+LIVE_ONLY = frozenset({"turn_started", "token"})
 
 
 class RunNotFound(LookupError):
@@ -76,8 +80,14 @@ class Store:
     to that turn is on disk.
     """
 
-    def __init__(self, engine: AsyncEngine, listeners: list[EventListener] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        listeners: list[EventListener] | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
         self.engine = engine
+        self.bus = bus
         self.session = sessionmaker(engine)
         self.listeners: list[EventListener] = list(listeners or [])
         self._upsert_turn = turn_upsert(engine.dialect.name)
@@ -96,21 +106,51 @@ class Store:
 
     # --- runs ----------------------------------------------------------------------------
 
-    async def create_run(self, pattern: str, problem: str, config: dict[str, Any]) -> Run:
+    async def create_run(
+        self,
+        pattern: str,
+        problem: str,
+        config: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        api_key_id: str | None = None,
+    ) -> tuple[Run, bool]:
+        """Store a queued run; with an idempotency key already used, return that run instead.
+
+        Returns the run and whether it was created now.
+        """
+        if idempotency_key is not None:
+            existing = await self.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing, False
         run_id = new_run_id()
-        async with self._writing() as connection:
-            await connection.execute(
-                insert(Run).values(
-                    id=run_id,
-                    pattern=pattern,
-                    problem=problem,
-                    config=config,
-                    status="queued",
-                    prompt_tokens=0,
-                    completion_tokens=0,
+        try:
+            async with self._writing() as connection:
+                await connection.execute(
+                    insert(Run).values(
+                        id=run_id,
+                        pattern=pattern,
+                        problem=problem,
+                        config=config,
+                        status="queued",
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        idempotency_key=idempotency_key,
+                        api_key_id=api_key_id,
+                        cancel_requested=False,
+                    )
                 )
-            )
-        return await self.get_run(run_id)
+        except IntegrityError:
+            # two requests with one key raced; the other one's run stands
+            existing = await self.find_by_idempotency_key(idempotency_key or "")
+            if existing is None:
+                raise
+            return existing, False
+        return await self.get_run(run_id), True
+
+    async def find_by_idempotency_key(self, key: str) -> Run | None:
+        async with self.session() as session:
+            return await session.scalar(select(Run).where(Run.idempotency_key == key))
 
     async def get_run(self, run_id: str) -> Run:
         async with self.session() as session:
@@ -120,19 +160,63 @@ class Store:
         return run
 
     async def list_runs(
-        self, *, limit: int = 20, pattern: str | None = None, status: str | None = None
+        self,
+        *,
+        limit: int = 20,
+        pattern: str | None = None,
+        status: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        api_key_id: str | None = None,
     ) -> list[Run]:
+        """Newest first. ``before`` is a (created_at, id) cursor: runs strictly older."""
         query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)
         if pattern:
             query = query.where(Run.pattern == pattern)
         if status:
             query = query.where(Run.status == status)
+        if created_after:
+            query = query.where(Run.created_at >= created_after)
+        if created_before:
+            query = query.where(Run.created_at < created_before)
+        if api_key_id:
+            query = query.where(Run.api_key_id == api_key_id)
+        if before:
+            at, run_id = before
+            query = query.where(
+                or_(Run.created_at < at, and_(Run.created_at == at, Run.id < run_id))
+            )
         async with self.session() as session:
             return list((await session.scalars(query)).all())
 
     async def _update_run(self, run_id: str, **values: Any) -> None:
         async with self._writing() as connection:
             await connection.execute(update(Run).where(Run.id == run_id).values(**values))
+
+    async def request_cancel(self, run_id: str) -> Run:
+        """Ask a run to stop; it stops before its next turn. A queued run is cancelled now."""
+        run = await self.get_run(run_id)
+        if run.status in TERMINAL:
+            return run
+        if run.status == "queued":
+            await self._update_run(
+                run_id,
+                cancel_requested=True,
+                status="cancelled",
+                finished_at=_now(),
+                error="cancelled before it started",
+            )
+        else:
+            await self._update_run(run_id, cancel_requested=True)
+        return await self.get_run(run_id)
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        async with self.session() as session:
+            return bool(await session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+    async def set_trace_id(self, run_id: str, trace_id: str) -> None:
+        await self._update_run(run_id, trace_id=trace_id)
 
     async def mark_running(self, run_id: str) -> None:
         await self._update_run(run_id, status="running", started_at=_now(), error=None)
@@ -164,8 +248,12 @@ class Store:
         values = turn.model_dump(exclude={"latency_s"})
         values["messages"] = [m.model_dump() for m in turn.messages]
         values["latency_ms"] = turn.latency_s * 1000.0
+        payload = turn.model_dump(mode="json", exclude={"messages"})
         async with self._writing() as connection:
             await connection.execute(self._upsert_turn, values)
+            # the turn and its event commit together: a replayed stream shows every turn
+            event_id = await self._insert_event(connection, turn.run_id, "turn_finished", payload)
+        await self._publish(turn.run_id, event_id, "turn_finished", payload)
 
     async def find_turn(self, run_id: str, key: str) -> TurnRecord | None:
         async with self.session() as session:
@@ -191,7 +279,39 @@ class Store:
     # --- live events ---------------------------------------------------------------------
 
     async def emit(self, run_id: str, event: str, payload: dict[str, Any]) -> None:
+        """Store (unless live-only) and publish one event of a run's stream."""
+        event_id = None
+        if event not in LIVE_ONLY:
+            async with self._writing() as connection:
+                event_id = await self._insert_event(connection, run_id, event, payload)
+        await self._publish(run_id, event_id, event, payload)
+
+    async def _insert_event(
+        self, connection: AsyncConnection, run_id: str, event: str, payload: dict[str, Any]
+    ) -> int:
+        result = await connection.execute(
+            insert(Event).values(run_id=run_id, type=event, payload=payload).returning(Event.id)
+        )
+        return int(result.scalar_one())
+
+    async def _publish(
+        self, run_id: str, event_id: int | None, event: str, payload: dict[str, Any]
+    ) -> None:
         for listener in self.listeners:
             result = listener(run_id, event, payload)
             if result is not None:
                 await result
+        if self.bus is not None:
+            await self.bus.publish(
+                run_id, {"id": event_id, "run_id": run_id, "type": event, "data": payload}
+            )
+
+    async def events_after(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[Event]:
+        query = (
+            select(Event)
+            .where(Event.run_id == run_id, Event.id > after_id)
+            .order_by(Event.id)
+            .limit(limit)
+        )
+        async with self.session() as session:
+            return list((await session.scalars(query)).all())

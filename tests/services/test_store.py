@@ -35,7 +35,7 @@ def turn(run_id: str, key: str, **fields) -> TurnRecord:
 
 
 async def test_runs_and_turns_round_trip(any_store: Store) -> None:
-    run = await any_store.create_run("single", "2+2?", {"max_tokens": 10})
+    run, _ = await any_store.create_run("single", "2+2?", {"max_tokens": 10})
     await any_store.record_turn(turn(run.id, "a", completion="4", completion_tokens=1))
     await any_store.record_turn(
         turn(
@@ -60,7 +60,7 @@ async def test_runs_and_turns_round_trip(any_store: Store) -> None:
 
 
 async def test_a_turn_made_again_replaces_the_failed_attempt(any_store: Store) -> None:
-    run = await any_store.create_run("single", "2+2?", {})
+    run, _ = await any_store.create_run("single", "2+2?", {})
     await any_store.record_turn(turn(run.id, "solve", error="ModelError: timeout"))
     await any_store.record_turn(turn(run.id, "solve", completion="4", completion_tokens=1))
 
@@ -70,8 +70,8 @@ async def test_a_turn_made_again_replaces_the_failed_attempt(any_store: Store) -
 
 
 async def test_listing_filters_and_finishing(any_store: Store) -> None:
-    first = await any_store.create_run("single", "a", {})
-    second = await any_store.create_run("discussion", "b", {})
+    first, _ = await any_store.create_run("single", "a", {})
+    second, _ = await any_store.create_run("discussion", "b", {})
     await any_store.finish_run(first.id, status="succeeded", answer="1", stop_reason="done")
 
     assert {r.id for r in await any_store.list_runs()} >= {first.id, second.id}

@@ -1,0 +1,57 @@
+"""End to end with the real local model: `thinktank solve` stores a complete transcript."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.local_model
+
+
+def thinktank(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_a_discussion_on_smollm2_stores_every_turn(tmp_path: Path) -> None:
+    env = {**os.environ, "THINKTANK_HOME": str(tmp_path), "COLUMNS": "120"}
+    env.pop("THINKTANK_MODELS__DEFAULT", None)
+    solved = thinktank(
+        env,
+        "solve",
+        "What is 2 + 3?",
+        "--pattern", "discussion",
+        "--agents", "2",
+        "--max-rounds", "1",
+        "--max-inner-turns", "0",
+        "--token-menu", "[32]",
+        "--ceo-max-tokens", "48",
+        "--recruiter-max-tokens", "24",
+        "--evaluator-max-tokens", "24",
+    )  # fmt: skip
+    assert solved.returncode == 0, solved.stdout + solved.stderr
+    assert "CEO decides" in solved.stdout
+    run_id = solved.stdout.split("run id:")[1].split()[0]
+
+    shown = thinktank(env, "runs", "show", run_id, "--json")
+    run = json.loads(shown.stdout)
+    assert run["status"] == "succeeded"
+    assert [t["node"] for t in run["turns"]] == ["ceo", "recruit", "solve", "critique", "evaluate"]
+    for turn in run["turns"]:
+        assert turn["model"].startswith("SmolLM2-135M-Instruct")
+        assert turn["completion"].strip(), f"{turn['agent']} said nothing"
+        assert 0 < turn["completion_tokens"] <= turn["params"]["max_tokens"]
+        assert turn["prompt_tokens"] > 20
+        assert turn["latency_ms"] > 0
+        assert turn["messages"][0]["role"] == "system"
+    assert run["completion_tokens"] == sum(t["completion_tokens"] for t in run["turns"])
