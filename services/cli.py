@@ -224,6 +224,54 @@ def runs_resume(
     run_async(main)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to bind"),
+    port: int = typer.Option(8000, min=1, max=65535, help="port to bind"),
+) -> None:
+    """Serve the HTTP API (runs in this process unless THINKTANK_BROKER_URL is set)."""
+    import uvicorn
+
+    from services.api.app import create_app
+
+    settings = Settings()
+    mode = f"Celery on {settings.broker_url}" if settings.broker_url else "in-process executor"
+    console.print(f"thinktank API on http://{host}:{port} (docs at /docs; runs: {mode})")
+    uvicorn.run(create_app(settings, bind_host=host), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: int = typer.Option(4, min=1, help="runs this worker executes at once"),
+    loglevel: str = typer.Option("INFO", help="Celery log level"),
+) -> None:
+    """Start a Celery worker that executes queued runs (needs THINKTANK_BROKER_URL)."""
+    settings = Settings()
+    if not settings.broker_url:
+        console.print("[red]error:[/red] set THINKTANK_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+        raise typer.Exit(2)
+    from services.worker import make_celery
+
+    celery = make_celery(settings.broker_url)
+    # Threads, not processes: every run of this worker shares one event loop, one connection
+    # pool and the local model's batching (see services/worker.py).
+    celery.worker_main(
+        [
+            "worker",
+            "-Q",
+            "runs",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the store's tables (every command also does this at start)."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +31,13 @@ def default_database_url() -> str:
     return f"sqlite+aiosqlite:///{data_dir() / 'thinktank.db'}"
 
 
+class ModelPrice(BaseModel):
+    """What a model's tokens cost, in US dollars per million."""
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="THINKTANK_",
@@ -44,6 +52,38 @@ class Settings(BaseSettings):
     models: ModelMap = Field(
         default_factory=ModelMap, description="logical model names to backends"
     )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker (redis://HOST:6379/0): runs go to `thinktank worker` "
+        "processes; unset, the API runs them in its own process",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for live events, rate limits and quotas (default: the broker URL "
+        "when it is Redis; unset: in-memory, single process)",
+    )
+    max_concurrent_runs: int = Field(
+        4, ge=1, description="runs one process executes at once (in-process executor)"
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body the API accepts (413 beyond)"
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="model name (as recorded on turns) -> token prices; unlisted models cost 0",
+    )
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="API keys: on, off, or auto (on unless the server binds a loopback address)",
+    )
+
+    @property
+    def events_redis_url(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
 
     @classmethod
     def settings_customise_sources(

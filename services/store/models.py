@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -47,6 +47,12 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+def utcnow() -> datetime:
+    # Set in Python, not only by the server: SQLite's CURRENT_TIMESTAMP has whole seconds,
+    # too coarse to order runs created in the same second (cursor pagination needs it).
+    return datetime.now(UTC)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
@@ -60,7 +66,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=func.now(), index=True
+    )
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
@@ -105,7 +113,7 @@ class Turn(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
     run: Mapped[Run] = relationship(back_populates="turns")
 
@@ -122,7 +130,7 @@ class Event(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]]
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
 class ApiKey(Base):
@@ -136,5 +144,5 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=60)
     token_quota: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     revoked_at: Mapped[datetime | None]

@@ -267,6 +267,26 @@ class Store:
             )
             return list(rows.all())
 
+    async def usage_by_model(self, run_ids: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
+        """run id -> model -> (prompt tokens, completion tokens), for pricing."""
+        if not run_ids:
+            return {}
+        query = (
+            select(
+                Turn.run_id,
+                Turn.model,
+                func.sum(Turn.prompt_tokens),
+                func.sum(Turn.completion_tokens),
+            )
+            .where(Turn.run_id.in_(run_ids))
+            .group_by(Turn.run_id, Turn.model)
+        )
+        usage: dict[str, dict[str, tuple[int, int]]] = {}
+        async with self.session() as session:
+            for run_id, model, prompt, completion in (await session.execute(query)).all():
+                usage.setdefault(run_id, {})[model] = (int(prompt or 0), int(completion or 0))
+        return usage
+
     async def token_totals(self, run_id: str) -> tuple[int, int]:
         query = select(
             func.coalesce(func.sum(Turn.prompt_tokens), 0),

@@ -1,0 +1,97 @@
+"""The HTTP API: ``create_app()`` wires the store, the executor and the event bus."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from agents.model_map import ModelRouter
+from graphs.registry import UnknownPattern
+from services.api import runs
+from services.api.deps import Services
+from services.api.limits import BodySizeLimit
+from services.events import EventBus, InMemoryBus, RedisBus
+from services.executor import CeleryExecutor, Executor, InProcessExecutor
+from services.settings import Settings
+from services.store.db import create_engine, migrate
+from services.store.repository import RunNotFound, Store
+
+
+def validation_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, object]]:
+    """Pydantic's errors without the echoed input, which may be megabytes of problem text."""
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+        for error in exc.errors()
+    ]
+
+
+def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1") -> FastAPI:
+    """The API app. ``bind_host`` is where it will listen: keys are required by default
+    unless that is a loopback address."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        await migrate(engine)
+        redis_url = settings.events_redis_url
+        bus: EventBus = RedisBus(redis_url) if redis_url else InMemoryBus()
+        store = Store(engine, bus=bus)
+        models = ModelRouter(settings.models)
+        executor: Executor
+        if settings.broker_url:
+            executor = CeleryExecutor(settings.broker_url)
+        else:
+            executor = InProcessExecutor(
+                store, models, settings.database_url, settings.max_concurrent_runs
+            )
+            await executor.recover()
+        app.state.services = Services(settings=settings, store=store, executor=executor, bus=bus)
+        try:
+            yield
+        finally:
+            await executor.close()
+            await models.close()
+            await bus.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="thinktank",
+        version="0.1.0",
+        summary="Several LLM agents reasoning together, every word stored.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(runs.router)
+
+    @app.exception_handler(RunNotFound)
+    async def not_found(_request: Request, exc: RunNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(UnknownPattern)
+    async def unknown_pattern(_request: Request, exc: UnknownPattern) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def bad_config(_request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "invalid pattern config", "errors": validation_errors(exc)},
+            status_code=422,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "invalid request", "errors": validation_errors(exc)}, status_code=422
+        )
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    return app

@@ -1,0 +1,24 @@
+"""What request handlers share: the store, the executor, the event bus, the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from services.events import EventBus
+from services.executor import Executor
+from services.settings import Settings
+from services.store.repository import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    executor: Executor
+    bus: EventBus
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services

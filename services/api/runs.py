@@ -1,0 +1,230 @@
+"""The runs resource: submit, read, list, cancel, transcript and live events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from graphs.registry import PATTERNS, get_pattern
+from services.api.deps import Services, get_services
+from services.api.schemas.runs import (
+    PatternView,
+    RunCreate,
+    RunList,
+    RunStatus,
+    RunView,
+    TurnView,
+    Usage,
+)
+from services.runner import create_run
+from services.settings import Settings
+from services.store.models import Event, Run
+from services.store.repository import Store
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+
+
+def cost_usd(settings: Settings, usage: dict[str, tuple[int, int]]) -> float:
+    total = 0.0
+    for model, (prompt, completion) in usage.items():
+        price = settings.prices.get(model)
+        if price:
+            total += prompt * price.input_per_million + completion * price.output_per_million
+    return round(total / 1_000_000, 6)
+
+
+async def run_views(services: Services, runs: list[Run]) -> list[RunView]:
+    usage = await services.store.usage_by_model([r.id for r in runs])
+    views = []
+    for run in runs:
+        by_model = usage.get(run.id, {})
+        prompt = sum(p for p, _ in by_model.values())
+        completion = sum(c for _, c in by_model.values())
+        views.append(
+            RunView(
+                id=run.id,
+                pattern=run.pattern,
+                status=run.status,  # type: ignore[arg-type]
+                problem=run.problem,
+                config=run.config,
+                answer=run.answer,
+                stop_reason=run.stop_reason,
+                error=run.error,
+                usage=Usage(
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    total_tokens=prompt + completion,
+                ),
+                cost_usd=cost_usd(services.settings, by_model),
+                cancel_requested=run.cancel_requested,
+                trace_id=run.trace_id,
+                created_at=run.created_at,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+            )
+        )
+    return views
+
+
+def encode_cursor(run: Run) -> str:
+    raw = json.dumps([run.created_at.isoformat(), run.id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(at), str(run_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(422, "cursor is not one this API returned") from None
+
+
+@router.get("/patterns", response_model=list[PatternView], tags=["patterns"])
+async def list_patterns() -> list[PatternView]:
+    """Every pattern with the JSON schema of its config."""
+    return [
+        PatternView(
+            name=p.name, summary=p.summary, config_schema=p.config_model.model_json_schema()
+        )
+        for p in PATTERNS.values()
+    ]
+
+
+@router.post("/runs", status_code=202, response_model=RunView)
+async def submit(
+    body: RunCreate,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> RunView:
+    """Queue a run. A repeat with the same ``Idempotency-Key`` returns the first run."""
+    services = get_services(request)
+    get_pattern(body.pattern)  # 422 with the known names before anything is stored
+    run, created = await create_run(
+        services.store,
+        body.pattern,
+        body.problem,
+        body.config,
+        idempotency_key=idempotency_key,
+        api_key_id=getattr(request.state, "api_key_id", None),
+    )
+    if created:
+        await services.executor.enqueue(run.id)
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/runs/{run.id}"
+    return (await run_views(services, [run]))[0]
+
+
+@router.get("/runs", response_model=RunList)
+async def list_runs(
+    request: Request,
+    pattern: str | None = None,
+    status: RunStatus | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> RunList:
+    """Runs, newest first, filtered; follow ``next_cursor`` for older pages."""
+    services = get_services(request)
+    runs = await services.store.list_runs(
+        limit=limit + 1,
+        pattern=get_pattern(pattern).name if pattern else None,
+        status=status,
+        created_after=created_after,
+        created_before=created_before,
+        before=decode_cursor(cursor) if cursor else None,
+    )
+    page, more = runs[:limit], len(runs) > limit
+    return RunList(
+        items=await run_views(services, page),
+        next_cursor=encode_cursor(page[-1]) if more and page else None,
+    )
+
+
+@router.get("/runs/{run_id}", response_model=RunView)
+async def get_run(run_id: str, request: Request) -> RunView:
+    """Status, answer, token usage and cost so far."""
+    services = get_services(request)
+    return (await run_views(services, [await services.store.get_run(run_id)]))[0]
+
+
+@router.post("/runs/{run_id}/cancel", status_code=202, response_model=RunView)
+async def cancel(run_id: str, request: Request) -> RunView:
+    """Stop a run before its next turn (a queued run is cancelled at once)."""
+    services = get_services(request)
+    run = await services.store.request_cancel(run_id)
+    return (await run_views(services, [run]))[0]
+
+
+@router.get("/runs/{run_id}/turns", response_model=list[TurnView])
+async def turns(run_id: str, request: Request) -> list[TurnView]:
+    """The transcript: every model call of the run, in order."""
+    services = get_services(request)
+    await services.store.get_run(run_id)
+    rows = await services.store.turns(run_id)
+    return [TurnView.model_validate(row, from_attributes=True) for row in rows]
+
+
+def sse(event_id: int | None, event_type: str, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(
+        id=str(event_id) if event_id is not None else None,
+        event=event_type,
+        data=json.dumps(data, default=str),
+    )
+
+
+async def replay(store: Store, run_id: str, after: int) -> AsyncIterator[Event]:
+    while True:
+        batch = await store.events_after(run_id, after)
+        for event in batch:
+            after = event.id
+            yield event
+        if len(batch) < 1000:
+            return
+
+
+async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncIterator[Any]:
+    """Stored events after ``last_id``, then live ones, until the run finishes.
+
+    Subscribing before replaying leaves no gap; live events already replayed are skipped.
+    """
+    async with services.bus.subscribe(run_id) as queue:
+        async for event in replay(services.store, run_id, last_id):
+            last_id = event.id
+            yield sse(event.id, event.type, event.payload)
+            if event.type == "run_finished":
+                return
+        while True:
+            event = await queue.get()
+            if event.get("id") is not None and event["id"] <= last_id:
+                continue
+            yield sse(event.get("id"), event["type"], event["data"])
+            if event["type"] == "run_finished":
+                return
+
+
+@router.get("/runs/{run_id}/events")
+async def events(
+    run_id: str,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    """The run's conversation as server-sent events: ``run_started``, ``turn_started``,
+    ``turn_finished``, ``decision``, ``run_finished``. Reconnect with ``Last-Event-ID`` to
+    resume where the stream broke."""
+    services = get_services(request)
+    await services.store.get_run(run_id)
+    try:
+        after = int(last_event_id) if last_event_id else 0
+    except ValueError:
+        raise HTTPException(422, "Last-Event-ID must be an event id from this stream") from None
+    return EventSourceResponse(stream_events(services, run_id, after), ping=15)

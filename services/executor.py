@@ -1,0 +1,94 @@
+"""Where runs execute: in this process (embedded), or on Celery workers through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from agents.model_map import ModelRouter
+from services.runner import execute_run
+from services.store.repository import Store
+
+log = logging.getLogger(__name__)
+
+EXECUTE_RUN_TASK = "thinktank.execute_run"
+
+
+class Executor(Protocol):
+    async def enqueue(self, run_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessExecutor:
+    """Runs as asyncio tasks of the API process, at most ``max_concurrent`` at once.
+
+    On start it picks up runs left queued or running by a previous process, which resume
+    from their checkpoints.
+    """
+
+    def __init__(
+        self, store: Store, models: ModelRouter, database_url: str, max_concurrent: int = 4
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.database_url = database_url
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def enqueue(self, run_id: str) -> None:
+        if run_id in self._tasks:
+            return
+        task = asyncio.create_task(self._execute(run_id), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+
+    async def _execute(self, run_id: str) -> None:
+        async with self._slots:
+            try:
+                await execute_run(
+                    run_id, store=self.store, models=self.models, database_url=self.database_url
+                )
+            except Exception:  # execute_run records failures; this is a bug or a lost database
+                log.exception("run %s could not be executed", run_id)
+
+    async def recover(self) -> int:
+        """Enqueue the runs a previous process left unfinished; returns how many."""
+        unfinished = [
+            run
+            for status in ("running", "queued")
+            for run in await self.store.list_runs(status=status, limit=10_000)
+        ]
+        for run in reversed(unfinished):
+            await self.enqueue(run.id)
+        return len(unfinished)
+
+    async def join(self) -> None:
+        """Wait for every run in flight (tests, graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        # Interrupted runs stay 'running' with their checkpoints; the next start resumes them.
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class CeleryExecutor:
+    """Sends each run to the ``runs`` queue; a ``thinktank worker`` executes it."""
+
+    def __init__(self, broker_url: str) -> None:
+        from services.worker import make_celery
+
+        self.app = make_celery(broker_url)
+
+    async def enqueue(self, run_id: str) -> None:
+        await asyncio.to_thread(self.app.send_task, EXECUTE_RUN_TASK, args=[run_id], queue="runs")
+
+    async def close(self) -> None:
+        self.app.close()

@@ -1,0 +1,100 @@
+"""The Celery worker: ``thinktank worker`` (or ``celery -A services.worker worker -Q runs``).
+
+Each worker process keeps one asyncio event loop in a background thread, with one store, one
+model router and one event bus on it. Celery's threads hand runs to that loop, so runs in one
+process share connection pools and the local model's batching. Tasks are acknowledged late and
+requeued when a worker dies, so a killed worker's run is executed again and resumes from its
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from celery import Celery
+
+from agents.model_map import ModelRouter
+from services.events import RedisBus
+from services.executor import EXECUTE_RUN_TASK
+from services.runner import execute_run
+from services.settings import Settings
+from services.store.db import create_engine, migrate
+from services.store.repository import Store
+
+T = TypeVar("T")
+
+# A run holds its task until it ends; Redis redelivers a task unacknowledged for longer.
+VISIBILITY_TIMEOUT_S = 12 * 3600
+
+
+def make_celery(broker_url: str) -> Celery:
+    app = Celery("thinktank", broker=broker_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="runs",
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=EXECUTE_RUN_TASK, acks_late=True)(execute_run_task)
+    return app
+
+
+class WorkerLoop:
+    """One event loop per worker process, started on first use (after any fork)."""
+
+    _instance: WorkerLoop | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="runs")
+        self.thread.start()
+        self.store: Store = self.submit(self._open())
+
+    @classmethod
+    def get(cls) -> WorkerLoop:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls(Settings())
+            return cls._instance
+
+    async def _open(self) -> Store:
+        engine = create_engine(self.settings.database_url)
+        await migrate(engine)
+        redis_url = self.settings.events_redis_url
+        self.models = ModelRouter(self.settings.models)
+        return Store(engine, bus=RedisBus(redis_url) if redis_url else None)
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+
+def execute_run_task(run_id: str) -> str:
+    worker = WorkerLoop.get()
+    outcome = worker.submit(
+        execute_run(
+            run_id,
+            store=worker.store,
+            models=worker.models,
+            database_url=worker.settings.database_url,
+        )
+    )
+    return str(outcome["status"])
+
+
+def _default_app() -> Celery:
+    settings = Settings()
+    return make_celery(settings.broker_url or "redis://127.0.0.1:6379/0")
+
+
+app = _default_app()
