@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,15 +13,33 @@ from sqlalchemy.engine import make_url
 from services.store.db import check_database_url
 
 _SET_UP: set[str] = set()
+_SETUP_LOCK = threading.Lock()
 
 
 async def _setup_once(saver: BaseCheckpointSaver, database_url: str) -> None:
-    """The saver's migrations, once per database and process (they cost tens of ms)."""
-    if database_url in _SET_UP:
-        saver.is_setup = True  # the SQLite saver otherwise re-runs its setup on first use
-        return
-    await saver.setup()
-    _SET_UP.add(database_url)
+    """The saver's migrations, once per database and process (they cost tens of ms).
+
+    Runs starting together must not race: the savers' migrations insert their version rows
+    without ``ON CONFLICT``, so a second concurrent setup fails on a duplicate key.
+    """
+    if database_url not in _SET_UP:
+        while not _SETUP_LOCK.acquire(blocking=False):
+            await asyncio.sleep(0.01)  # another run of this process is setting up
+        try:
+            if database_url not in _SET_UP:
+                for attempt in range(3):
+                    try:
+                        await saver.setup()
+                        break
+                    except Exception:
+                        # another process set it up at the same moment; its rows now exist
+                        if attempt == 2:
+                            raise
+                        await asyncio.sleep(0.2)
+                _SET_UP.add(database_url)
+        finally:
+            _SETUP_LOCK.release()
+    saver.is_setup = True  # the SQLite saver otherwise re-runs its setup on first use
 
 
 @asynccontextmanager

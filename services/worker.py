@@ -44,7 +44,17 @@ def make_celery(broker_url: str) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
-    app.task(name=EXECUTE_RUN_TASK, acks_late=True)(execute_run_task)
+    # A run that could not even start (database or model server unreachable) is retried with
+    # backoff; executing a run again is safe, it resumes from its checkpoint.
+    app.task(
+        name=EXECUTE_RUN_TASK,
+        acks_late=True,
+        autoretry_for=(Exception,),
+        retry_backoff=True,
+        retry_backoff_max=300,
+        retry_jitter=True,
+        max_retries=8,
+    )(execute_run_task)
     return app
 
 
