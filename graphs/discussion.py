@@ -39,14 +39,20 @@ class DiscussionConfig(PatternConfig):
         "either",
         description="who may end the run early: the CEO's Stop, the evaluator's 'correct', either",
     )
+    token_budget: int | None = Field(
+        3000,
+        ge=16,
+        le=10_000_000,
+        description="generated tokens the whole run may spend, all agents together (null: no cap)",
+    )
     token_menu: list[int] = Field(
-        default_factory=lambda: [128, 256, 512],
+        default_factory=lambda: [64, 128, 256],
         min_length=1,
         description="budgets the CEO may give the solver and critics per call",
     )
-    ceo_max_tokens: int = Field(160, ge=8, description="budget of each CEO call")
-    recruiter_max_tokens: int = Field(120, ge=8, description="budget of each recruiter call")
-    evaluator_max_tokens: int = Field(160, ge=8, description="budget of each evaluator call")
+    ceo_max_tokens: int = Field(96, ge=8, description="budget of each CEO call")
+    recruiter_max_tokens: int = Field(64, ge=8, description="budget of each recruiter call")
+    evaluator_max_tokens: int = Field(96, ge=8, description="budget of each evaluator call")
     solver_history: int = Field(5, ge=0, description="history entries the solver sees")
     critic_history: int = Field(3, ge=0, description="history entries a critic sees")
 

@@ -45,10 +45,10 @@ CEO_INSTRUCTION = Template(
 experts (2 or 3 is typical, more for complex problems). Choose the maximum tokens from
 ${token_menu}: the smallest for simple problems, the largest for complex ones.
 Answer exactly in this format:
-### Decision: <Continue> or <Stop>
-### Recruit Number: a number
-### Direction: one or two sentences on what the team should focus on
-### Maximum Tokens: a number from the list"""
+### Decision: <Continue or Stop>
+### Recruit Number: <a number>
+### Direction: <one or two sentences on what the team should focus on>
+### Maximum Tokens: <a number from the list>"""
 )
 
 RECRUITER_SYSTEM = Template(
@@ -90,9 +90,9 @@ Solution: ${solution}"""
 EVALUATOR_INSTRUCTION = Template(
     """You are an experienced teacher. Judge whether the solution is correct, give advice on how
 to improve it, and say which experts to recruit next. Answer exactly in this format:
-### Correctness: 1 if the solution is correct, 0 otherwise
-### Advice: your advice
-### Recruiting Suggestion: the experts to recruit"""
+### Correctness: <1 or 0>
+### Advice: <how to improve the solution>
+### Recruiting Suggestion: <the experts to recruit next>"""
 )
 
 
@@ -287,9 +287,14 @@ EVALUATOR_HEADERS = ("Correctness", "Advice", "Recruiting Suggestion")
 
 
 def parse_evaluation(text: str) -> Evaluation:
-    """Correctness is the first digit after ``Correctness``; unreadable means 0."""
+    """Correctness is the 0 or 1 after ``Correctness``; unreadable or both means 0.
+
+    Small models often copy the instruction ("1 if correct, 0 otherwise"); a section naming
+    both digits says nothing, so it reads as a parse failure rather than as "correct".
+    """
     correctness = _section(text, "Correctness", EVALUATOR_HEADERS)
-    digit = re.search(r"[01]", correctness or "")
+    digits = set(re.findall(r"(?<![\d.])[01](?![\d.])", correctness or ""))
+    digit = re.search(r"[01]", correctness or "") if len(digits) == 1 else None
     advice_start = re.search(r"Advice\s*:", text, flags=re.IGNORECASE)
     # The released parser keeps everything after "Advice:", recruiting suggestion included.
     advice = text[advice_start.end() :].strip() if advice_start else ""

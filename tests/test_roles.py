@@ -75,3 +75,10 @@ def test_evaluation_parse() -> None:
     assert good.correct and good.advice.startswith("fine")
     bad = parse_evaluation("I cannot tell")
     assert not bad.correct and not bad.parse_ok
+
+
+def test_an_evaluator_copying_the_instruction_is_not_read_as_correct() -> None:
+    echoed = parse_evaluation("### Correctness: 1 if the solution is correct, 0 otherwise")
+    assert not echoed.correct and not echoed.parse_ok
+    assert parse_evaluation("### Correctness: <1>").correct
+    assert not parse_evaluation("### Correctness: 10").parse_ok
