@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.backends.local import LocalBackend  # noqa: E402
-from agents.backends.local_config import LocalModelConfig  # noqa: E402
-from agents.model import ChatMessage, ModelRequest, ModelResponse, SamplingParams  # noqa: E402
+from agents.backends.local import LocalBackend, default_threads
+from agents.backends.local_config import LocalModelConfig
+from agents.model import ChatMessage, ModelRequest, ModelResponse, SamplingParams
 
 TOPICS = [
     "the history of the printing press",
@@ -79,7 +79,10 @@ async def main(args: argparse.Namespace) -> None:
     try:
         started = time.perf_counter()
         await backend.generate(make_requests(1, 4)[0])  # load + warm up
-        print(f"load + warm-up: {time.perf_counter() - started:.1f} s")
+        print(
+            f"load + warm-up: {time.perf_counter() - started:.1f} s "
+            f"(torch threads: {config.threads or default_threads()})"
+        )
 
         calls_before = backend.stats.generate_calls
         seq_tokens, seq_s = await one_at_a_time(backend, requests)

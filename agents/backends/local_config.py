@@ -25,8 +25,17 @@ class LocalModelConfig(BaseModel):
     )
     device: str = Field("cpu", description="torch device")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    max_batch_size: int = Field(8, ge=1, description="most requests merged into one generate call")
+    max_batch_size: int = Field(
+        8,
+        ge=1,
+        description="most sequences (each of a request's n samples is one) per generate call",
+    )
     batch_wait_ms: float = Field(
         10.0, ge=0.0, description="how long the first request waits for others to batch with"
     )
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads (default: torch's count minus one, so a busy neighbour "
+        "cannot stall every op; OMP_NUM_THREADS, when set, wins)",
+    )
