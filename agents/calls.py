@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from agents.model import ChatMessage, ModelBackend, ModelError, ModelRequest, SamplingParams
+from agents.telemetry import mark_replayed, traced_ask, traced_generate
 from roles.parsing import Parsed
 
 
@@ -139,6 +140,7 @@ class Turn:
     record: TurnRecord
 
 
+@traced_ask(expected=(BudgetExhausted, RunCancelled))
 async def ask(
     ctx: RunContext,
     agent: Agent,
@@ -155,6 +157,7 @@ async def ask(
         stored = await ctx.recorder.find_turn(ctx.run_id, key)
         if stored is not None and stored.error is None:
             # Its tokens are already in the budget the runner rebuilt from the store.
+            mark_replayed(key)
             parsed = parse(stored.completion) if parse else None
             return Turn(text=stored.completion, parsed=parsed, record=stored)
     if ctx.is_cancelled is not None and await ctx.is_cancelled():
@@ -187,7 +190,7 @@ async def ask(
     started = time.perf_counter()
     used = 0
     try:
-        response = await backend.generate(request)
+        response = await traced_generate(backend, request, conversation_id=ctx.run_id)
     except BaseException as exc:
         record.latency_s = time.perf_counter() - started
         record.error = f"{type(exc).__name__}: {exc}"

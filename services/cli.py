@@ -11,14 +11,18 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
 
 from agents.model_map import ModelRouter
 from graphs.registry import PATTERNS, UnknownPattern, get_pattern
+from services import keys
 from services.console import LivePrinter, print_run, print_runs
 from services.runner import execute_run, submit_run
 from services.settings import Settings
 from services.store.db import DatabaseURLError, create_engine, migrate
 from services.store.repository import RunNotFound, Store
+from services.telemetry import configure_tracing
 
 app = typer.Typer(
     help="thinktank: several LLM agents reasoning together, every word stored.",
@@ -29,6 +33,8 @@ runs_app = typer.Typer(help="Read stored runs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 T = TypeVar("T")
@@ -67,6 +73,7 @@ async def run_live(
     settings: Settings, prepare: Callable[[Store], Awaitable[str]], *, quiet: bool
 ) -> None:
     """Execute the run ``prepare`` names, printing the conversation as it happens."""
+    configure_tracing()  # `solve` and `runs resume`: exports only with OTEL_EXPORTER_OTLP_*
     printer = LivePrinter(console, quiet=quiet)
     models = ModelRouter(settings.models, on_progress=printer.progress)
     async with open_store(settings) as store:
@@ -280,6 +287,94 @@ def db_upgrade() -> None:
     async def main() -> None:
         async with open_store(settings):
             console.print("database is at the newest schema")
+
+    run_async(main)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="who or what the key is for"),
+    rate_limit: int = typer.Option(
+        keys.DEFAULT_RATE_LIMIT_PER_MINUTE, min=1, help="requests per minute"
+    ),
+    token_quota: int | None = typer.Option(
+        None, min=1, help="tokens the key's runs may spend in all (default: no quota)"
+    ),
+) -> None:
+    """Create an API key and print it; it is shown this once and cannot be shown again."""
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            row, key = await keys.create_key(
+                store, name, rate_limit_per_minute=rate_limit, token_quota=token_quota
+            )
+        quota = f"{row.token_quota} tokens" if row.token_quota else "none"
+        console.print(
+            f"created API key {row.id} ({escape(row.name)}): prefix {row.prefix}, "
+            f"{row.rate_limit_per_minute} requests/minute, token quota {quota}"
+        )
+        console.print(f"\n{key}\n", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            "This is the only time the key is shown: only its hash is stored, so it cannot be "
+            f"shown again. A lost key can only be revoked (thinktank keys revoke {row.prefix})."
+        )
+
+    run_async(main)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys: id, name, prefix, created, revoked, limits, tokens spent (never the key)."""
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            rows = await keys.list_keys(store)
+            spent = await keys.tokens_spent_by_key(store)
+        if not rows:
+            console.print('no API keys yet: try `thinktank keys create "my client"`')
+            return
+        table = Table(
+            Column("id", no_wrap=True),
+            "name",
+            Column("prefix", no_wrap=True),
+            Column("created", no_wrap=True),
+            Column("revoked", no_wrap=True),
+            "req/min",
+            "token quota",
+            "spent",
+        )
+        for row in rows:
+            table.add_row(
+                row.id,
+                escape(row.name),
+                row.prefix,
+                row.created_at.strftime("%Y-%m-%d %H:%M"),
+                row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else "",
+                str(row.rate_limit_per_minute),
+                str(row.token_quota) if row.token_quota is not None else "none",
+                str(spent.get(row.id, 0)),
+            )
+        console.print(table)
+
+    run_async(main)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    id_or_prefix: str = typer.Argument(..., help="the key's id or prefix (from `keys list`)"),
+) -> None:
+    """Revoke an API key: its next request is refused."""
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            try:
+                row = await keys.revoke_key(store, id_or_prefix)
+            except (keys.KeyNotFound, keys.AmbiguousKey) as exc:
+                raise CliError(str(exc)) from None
+        console.print(f"revoked API key {row.id} ({escape(row.name)}, prefix {row.prefix})")
 
     run_async(main)
 

@@ -16,6 +16,7 @@ from graphs.registry import get_pattern
 from services.checkpoints import open_checkpointer
 from services.store.models import Run
 from services.store.repository import Store
+from services.telemetry import observe_run, trace_nodes
 
 
 class RunOutcome(dict[str, Any]):
@@ -83,10 +84,18 @@ async def execute_run(
             error=run.error,
             state={},
         )
+    async with observe_run(store, run) as observed:
+        outcome = await _execute(run, store=store, models=models, database_url=database_url)
+        observed.finish(outcome)
+    return outcome
+
+
+async def _execute(run: Run, *, store: Store, models: ModelRouter, database_url: str) -> RunOutcome:
+    run_id = run.id
     pattern = get_pattern(run.pattern)
     config = pattern.config_model.model_validate(run.config)
     async with open_checkpointer(database_url) as saver:
-        graph = pattern.build_graph().compile(checkpointer=saver, name=pattern.name)
+        graph = trace_nodes(pattern.build_graph()).compile(checkpointer=saver, name=pattern.name)
         thread: dict[str, Any] = {
             "configurable": {"thread_id": run_id},
             "recursion_limit": pattern.recursion_limit(config),

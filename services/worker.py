@@ -23,6 +23,7 @@ from services.runner import execute_run
 from services.settings import Settings
 from services.store.db import create_engine, migrate
 from services.store.repository import Store
+from services.telemetry import configure_tracing
 
 T = TypeVar("T")
 
@@ -79,6 +80,7 @@ class WorkerLoop:
             return cls._instance
 
     async def _open(self) -> Store:
+        configure_tracing("thinktank-worker")  # in the worker process, after any fork
         engine = create_engine(self.settings.database_url)
         await migrate(engine)
         redis_url = self.settings.events_redis_url

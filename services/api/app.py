@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from agents.model_map import ModelRouter
 from graphs.registry import UnknownPattern
-from services.api import runs
+from services.api import health, runs
+from services.api.auth import ApiKeyAuth
 from services.api.deps import Services
 from services.api.limits import BodySizeLimit
 from services.events import EventBus, InMemoryBus, RedisBus
@@ -20,6 +21,7 @@ from services.executor import CeleryExecutor, Executor, InProcessExecutor
 from services.settings import Settings
 from services.store.db import create_engine, migrate
 from services.store.repository import RunNotFound, Store
+from services.telemetry import configure_tracing
 
 
 def validation_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, object]]:
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_tracing()
         engine = create_engine(settings.database_url)
         await migrate(engine)
         redis_url = settings.events_redis_url
@@ -67,7 +70,13 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # added last, so outermost: an unauthenticated request is refused before its body is read
+    app.add_middleware(ApiKeyAuth, settings=settings, bind_host=bind_host)
     app.include_router(runs.router)
+    app.include_router(health.router)  # /healthz, /readyz, /metrics: no key needed
+    from services.api import openai_face
+
+    app.include_router(openai_face.router)
 
     @app.exception_handler(RunNotFound)
     async def not_found(_request: Request, exc: RunNotFound) -> JSONResponse:

@@ -23,12 +23,28 @@ from services.api.schemas.runs import (
     TurnView,
     Usage,
 )
+from services.keys import scoped_idempotency_key
 from services.runner import create_run
 from services.settings import Settings
 from services.store.models import Event, Run
-from services.store.repository import Store
+from services.store.repository import RunNotFound, Store
 
 router = APIRouter(prefix="/v1", tags=["runs"])
+
+
+def caller_key_id(request: Request) -> str | None:
+    """The API key the request came with (services/api/auth.py); None when keys are off."""
+    return getattr(request.state, "api_key_id", None)
+
+
+async def owned_run(request: Request, run_id: str) -> Run:
+    """The run, as a 404 when keys are on and another key submitted it: a key cannot even
+    learn that someone else's run exists."""
+    run = await get_services(request).store.get_run(run_id)
+    key_id = caller_key_id(request)
+    if key_id is not None and run.api_key_id != key_id:
+        raise RunNotFound(run_id)
+    return run
 
 
 def cost_usd(settings: Settings, usage: dict[str, tuple[int, int]]) -> float:
@@ -112,8 +128,8 @@ async def submit(
         body.pattern,
         body.problem,
         body.config,
-        idempotency_key=idempotency_key,
-        api_key_id=getattr(request.state, "api_key_id", None),
+        idempotency_key=scoped_idempotency_key(idempotency_key, caller_key_id(request)),
+        api_key_id=caller_key_id(request),
     )
     if created:
         await services.executor.enqueue(run.id)
@@ -142,6 +158,7 @@ async def list_runs(
         created_after=created_after,
         created_before=created_before,
         before=decode_cursor(cursor) if cursor else None,
+        api_key_id=caller_key_id(request),
     )
     page, more = runs[:limit], len(runs) > limit
     return RunList(
@@ -154,13 +171,14 @@ async def list_runs(
 async def get_run(run_id: str, request: Request) -> RunView:
     """Status, answer, token usage and cost so far."""
     services = get_services(request)
-    return (await run_views(services, [await services.store.get_run(run_id)]))[0]
+    return (await run_views(services, [await owned_run(request, run_id)]))[0]
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202, response_model=RunView)
 async def cancel(run_id: str, request: Request) -> RunView:
     """Stop a run before its next turn (a queued run is cancelled at once)."""
     services = get_services(request)
+    await owned_run(request, run_id)
     run = await services.store.request_cancel(run_id)
     return (await run_views(services, [run]))[0]
 
@@ -169,7 +187,7 @@ async def cancel(run_id: str, request: Request) -> RunView:
 async def turns(run_id: str, request: Request) -> list[TurnView]:
     """The transcript: every model call of the run, in order."""
     services = get_services(request)
-    await services.store.get_run(run_id)
+    await owned_run(request, run_id)
     rows = await services.store.turns(run_id)
     return [TurnView.model_validate(row, from_attributes=True) for row in rows]
 
@@ -222,7 +240,7 @@ async def events(
     ``turn_finished``, ``decision``, ``run_finished``. Reconnect with ``Last-Event-ID`` to
     resume where the stream broke."""
     services = get_services(request)
-    await services.store.get_run(run_id)
+    await owned_run(request, run_id)
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError:

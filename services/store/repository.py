@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agents.calls import TurnRecord
+from services import metrics
 from services.events import EventBus
 from services.store.db import sessionmaker
 from services.store.models import Event, Run, Turn, new_run_id
@@ -253,6 +254,7 @@ class Store:
             await connection.execute(self._upsert_turn, values)
             # the turn and its event commit together: a replayed stream shows every turn
             event_id = await self._insert_event(connection, turn.run_id, "turn_finished", payload)
+        metrics.observe_turn(turn)
         await self._publish(turn.run_id, event_id, "turn_finished", payload)
 
     async def find_turn(self, run_id: str, key: str) -> TurnRecord | None:

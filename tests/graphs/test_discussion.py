@@ -168,9 +168,7 @@ async def test_disagreeing_critics_make_the_solver_revise(harness: RunHarness) -
 
 
 async def test_the_evaluator_ends_the_run_when_policy_allows(harness: RunHarness) -> None:
-    _, outcome = await harness.run(
-        backend(evaluator=[RIGHT]), "discussion", PROBLEM, max_rounds=3
-    )
+    _, outcome = await harness.run(backend(evaluator=[RIGHT]), "discussion", PROBLEM, max_rounds=3)
     assert outcome["stop_reason"] == "evaluator_correct"
 
     _, outcome = await harness.run(
