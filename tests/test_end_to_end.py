@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
+
 pytestmark = pytest.mark.local_model
-
-
-def thinktank(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def test_a_discussion_on_smollm2_stores_every_turn(tmp_path: Path) -> None:
     env = {**os.environ, "THINKTANK_HOME": str(tmp_path), "COLUMNS": "120"}
     env.pop("THINKTANK_MODELS__DEFAULT", None)
-    solved = thinktank(
+    solved = run_cli(
         env,
         "solve",
         "What is 2 + 3?",
@@ -38,12 +28,13 @@ def test_a_discussion_on_smollm2_stores_every_turn(tmp_path: Path) -> None:
         "--ceo-max-tokens", "48",
         "--recruiter-max-tokens", "24",
         "--evaluator-max-tokens", "24",
+        timeout=900,
     )  # fmt: skip
     assert solved.returncode == 0, solved.stdout + solved.stderr
     assert "CEO decides" in solved.stdout
     run_id = solved.stdout.split("run id:")[1].split()[0]
 
-    shown = thinktank(env, "runs", "show", run_id, "--json")
+    shown = run_cli(env, "runs", "show", run_id, "--json")
     run = json.loads(shown.stdout)
     assert run["status"] == "succeeded"
     assert [t["node"] for t in run["turns"]] == ["ceo", "recruit", "solve", "critique", "evaluate"]

@@ -8,7 +8,6 @@ import logging
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from services.ratelimit import REDIS_PREFIX
 from services.store.db import create_engine, migrate
 from services.store.repository import Store
 from tests.api.conftest import LiveServer, scripted_settings, wait_for_run
+from tests.conftest import run_cli
 
 REDIS_URL = os.environ.get("THINKTANK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SINGLE = {"pattern": "single", "problem": "What is 2+3?"}
@@ -41,13 +41,7 @@ def thinktank(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "THINKTANK_DATABASE_URL": database_url(tmp_path),
         "COLUMNS": "200",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(env, *args)
 
 
 def cli_key(tmp_path: Path, name: str, *options: str) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_cli
 
 CEO = (
     "### Decision: <Continue>\n### Recruit Number: 3\n### Direction: be careful\n"
@@ -36,16 +36,6 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def thinktank(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def run_id_of(output: str) -> str:
     for line in output.splitlines():
         if "run id:" in line:
@@ -54,7 +44,7 @@ def run_id_of(output: str) -> str:
 
 
 def test_solve_prints_the_conversation_and_stores_it(env: dict[str, str]) -> None:
-    result = thinktank(
+    result = run_cli(
         env,
         "solve",
         "What is 3+4?",
@@ -73,10 +63,10 @@ def test_solve_prints_the_conversation_and_stores_it(env: dict[str, str]) -> Non
     assert "answer: 7" in out
 
     run_id = run_id_of(out)
-    listed = thinktank(env, "runs", "list")
+    listed = run_cli(env, "runs", "list")
     assert run_id in listed.stdout and "succeeded" in listed.stdout
 
-    shown = thinktank(env, "runs", "show", run_id, "--json")
+    shown = run_cli(env, "runs", "show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
     run = json.loads(shown.stdout)
     assert run["answer"] == "7" and run["pattern"] == "discussion"
@@ -95,17 +85,15 @@ def test_solve_prints_the_conversation_and_stores_it(env: dict[str, str]) -> Non
     assert solver["completion_tokens"] == 6 and solver["prompt_tokens"] > 0
     assert solver["latency_ms"] >= 0
 
-    pretty = thinktank(env, "runs", "show", run_id)
+    pretty = run_cli(env, "runs", "show", run_id)
     assert "Solver" in pretty.stdout and "completion" in pretty.stdout
 
 
 def test_baselines_run_from_the_command_line(env: dict[str, str]) -> None:
-    single = thinktank(env, "solve", "What is 3+4?", "--pattern", "single", "--quiet")
+    single = run_cli(env, "solve", "What is 3+4?", "--pattern", "single", "--quiet")
     assert single.returncode == 0 and single.stdout.strip() == "7"
 
-    voted = thinktank(
-        env, "solve", "What is 3+4?", "--pattern", "self-consistency", "--samples", "8"
-    )
+    voted = run_cli(env, "solve", "What is 3+4?", "--pattern", "self-consistency", "--samples", "8")
     assert voted.returncode == 0, voted.stderr
     assert "vote: 7 with" in voted.stdout
 
@@ -124,13 +112,13 @@ def test_baselines_run_from_the_command_line(env: dict[str, str]) -> None:
 def test_bad_input_gets_a_clear_message_not_a_traceback(
     env: dict[str, str], args: list[str], message: str
 ) -> None:
-    result = thinktank(env, *args)
+    result = run_cli(env, *args)
     assert result.returncode == 2
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_a_bad_database_url_is_reported(env: dict[str, str]) -> None:
-    result = thinktank({**env, "THINKTANK_DATABASE_URL": "mysql://x@y/z"}, "runs", "list")
+    result = run_cli({**env, "THINKTANK_DATABASE_URL": "mysql://x@y/z"}, "runs", "list")
     assert result.returncode == 2
     assert "unsupported database 'mysql'" in result.stdout

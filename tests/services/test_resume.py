@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import run_cli
+
 CEO = "### Decision: <Continue>\n### Recruit Number: 3\n### Direction: go\n### Maximum Tokens: 128"
 
 
@@ -71,13 +73,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_turn(tmp_path: Path)
         run_id, status = conn.execute("SELECT id, status FROM runs").fetchone()
     assert status == "running"
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "services.cli", "runs", "resume", run_id, "-q"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    resumed = run_cli(env, "runs", "resume", run_id, "-q")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert resumed.stdout.strip() == "5"
 
