@@ -3,12 +3,15 @@
 ``ask`` does everything a model call owes the rest of the system, in one place: it takes the
 call's tokens out of the run's budget *before* calling (so no run spends more than it was
 given), replays a turn already stored when a run resumes (so a killed worker neither loses nor
-duplicates a turn), calls the backend, parses the reply, and records the turn.
+duplicates a turn), calls the backend, parses the reply, and records the turn. When the run
+asks for it (``RunContext.stream_tokens``), the reply's text also goes out as it is generated,
+as live ``token`` events, all of them before the turn's ``turn_finished``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +22,8 @@ from pydantic import BaseModel, Field
 from agents.model import ChatMessage, ModelBackend, ModelError, ModelRequest, SamplingParams
 from agents.telemetry import mark_replayed, traced_ask, traced_generate
 from roles.parsing import Parsed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,10 +130,86 @@ class RunContext:
     config: Any = None
     resuming: bool = False
     is_cancelled: Callable[[], Awaitable[bool]] | None = None
+    stream_tokens: bool = False
+    """Publish each call's text as it is generated (live ``token`` events), where the
+    backend can stream it."""
 
 
 class RunCancelled(Exception):
     """The run was cancelled by its owner; raised between turns."""
+
+
+class TokenPublisher:
+    """Publishes one model call's text pieces as the run's live ``token`` events.
+
+    A backend hands pieces to :meth:`put` synchronously, mid-generation, while publishing
+    awaits the recorder (a Redis round trip between processes), so the two are decoupled:
+    pieces are queued and one task per call publishes them, in order. When that task falls
+    behind, the pieces waiting go out as one event, so a slow event path means fewer, longer
+    events rather than a growing lag. :meth:`close` waits until every piece is out, which puts
+    all of a turn's tokens before its ``turn_finished``.
+
+    Tokens are live-only and best-effort: if publishing one fails, the rest of this call's
+    pieces are dropped (logged once) and the turn goes on; its ``turn_finished`` carries the
+    whole text anyway.
+    """
+
+    def __init__(self, recorder: Recorder, run_id: str, payload: dict[str, Any]) -> None:
+        self._recorder = recorder
+        self._run_id = run_id
+        self._payload = payload
+        self._pending: list[str] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._failed = False
+        self._task: asyncio.Task[None] | None = None  # started by the first piece
+
+    def put(self, piece: str) -> None:
+        """Queue a piece; never blocks (the backend's ``on_text``)."""
+        if not piece or self._failed or self._closing:
+            return
+        self._pending.append(piece)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._publish(), name=f"tokens-{self._run_id}-{self._payload.get('key')}"
+            )
+        self._wakeup.set()
+
+    async def _publish(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            text = "".join(self._pending)
+            self._pending.clear()
+            try:
+                await self._recorder.emit(self._run_id, "token", {**self._payload, "text": text})
+            except Exception:
+                log.warning(
+                    "run %s: could not publish token events of turn %s; dropping the rest",
+                    self._run_id,
+                    self._payload.get("key"),
+                    exc_info=True,
+                )
+                self._failed = True
+                self._pending.clear()
+                return
+
+    async def close(self) -> None:
+        """Wait until every piece queued so far is published; later ones are ignored."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    def cancel(self) -> None:
+        """Drop what is still queued (the call itself was cancelled)."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
 
 
 @dataclass
@@ -187,15 +268,41 @@ async def ask(
         params=params,
         tags={"run": ctx.run_id, "agent": agent.name, "role": agent.role},
     )
-    started = time.perf_counter()
-    used = 0
+    tokens = None
+    if ctx.stream_tokens:
+        tokens = TokenPublisher(ctx.recorder, ctx.run_id, {"key": key, "agent": agent.name})
     try:
-        response = await traced_generate(backend, request, conversation_id=ctx.run_id)
+        return await _call(ctx, backend, request, record, granted, parse, tokens)
+    finally:
+        if tokens is not None:
+            tokens.cancel()  # a no-op once closed; a call cancelled mid-way drops the rest
+
+
+async def _call(
+    ctx: RunContext,
+    backend: ModelBackend,
+    request: ModelRequest,
+    record: TurnRecord,
+    granted: int,
+    parse: Callable[[str], Any] | None,
+    tokens: TokenPublisher | None,
+) -> Turn:
+    """The model call of :func:`ask` and its recorded turn, whatever the outcome."""
+    started = time.perf_counter()
+    try:
+        response = await traced_generate(
+            backend,
+            request,
+            conversation_id=ctx.run_id,
+            on_text=tokens.put if tokens is not None else None,
+        )
     except BaseException as exc:
         record.latency_s = time.perf_counter() - started
         record.error = f"{type(exc).__name__}: {exc}"
         await ctx.budget.settle(granted, 0)
         if not isinstance(exc, asyncio.CancelledError):
+            if tokens is not None:
+                await tokens.close()  # what streamed before the failure precedes the turn
             await ctx.recorder.record_turn(record)
         if isinstance(exc, ModelError | asyncio.CancelledError):
             raise
@@ -216,5 +323,7 @@ async def ask(
     if isinstance(parsed, Parsed):
         record.parse_ok = parsed.parse_ok
         record.parse_error = parsed.parse_error
+    if tokens is not None:
+        await tokens.close()  # every token event before the turn's turn_finished
     await ctx.recorder.record_turn(record)
     return Turn(text=completion.text, parsed=parsed, record=record)

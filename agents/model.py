@@ -7,7 +7,7 @@ models so the scripted, local and OpenAI-compatible backends cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -23,8 +23,12 @@ __all__ = [
     "ModelResponse",
     "SamplingParams",
     "StreamingBackend",
+    "TextCallback",
     "TokenLogprob",
 ]
+
+TextCallback = Callable[[str], None]
+"""Receives the text of a sample piece by piece as it is generated (see ModelBackend)."""
 
 
 class SamplingParams(BaseModel):
@@ -90,11 +94,29 @@ class ModelError(RuntimeError):
 
 @runtime_checkable
 class ModelBackend(Protocol):
-    """Chat messages in; n samples with finish reasons, usage and latency out."""
+    """Chat messages in; n samples with finish reasons, usage and latency out.
+
+    ``on_text``, when given, is called with each new piece of sample 0's text as it is
+    generated, so a caller can show an agent typing. The contract:
+
+    - the pieces concatenate to exactly ``completions[0].text`` of the returned response
+      (stop strings excluded: a backend holds back text that may still turn into one), and
+      every piece is delivered before ``generate`` returns;
+    - it is called on the event loop thread that awaits ``generate``, and must neither block
+      nor raise: it may queue work, never wait for it (a backend may call it from a loop
+      callback, where an exception would not reach the caller);
+    - the response is the same as without it: all n samples, finish reasons, usage, latency;
+    - it is a hint, not a mode: a backend that cannot stream a call (or at all) ignores it
+      and only returns the response, so a caller must not rely on receiving any piece;
+    - a failed call may already have delivered part of its text. A backend retries a failure
+      only while nothing has been delivered, so the pieces never restart mid-way.
+    """
 
     name: str
 
-    async def generate(self, request: ModelRequest) -> ModelResponse: ...
+    async def generate(
+        self, request: ModelRequest, *, on_text: TextCallback | None = None
+    ) -> ModelResponse: ...
 
     async def close(self) -> None: ...
 

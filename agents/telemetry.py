@@ -30,7 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
     from agents.calls import Agent, RunContext
-    from agents.model import ModelBackend, ModelRequest, ModelResponse
+    from agents.model import ModelBackend, ModelRequest, ModelResponse, TextCallback
 
 tracer = trace.get_tracer("thinktank.agents")
 
@@ -165,11 +165,20 @@ def _messages_json(messages: list[Any]) -> str:
 
 
 async def traced_generate(
-    backend: ModelBackend, request: ModelRequest, *, conversation_id: str
+    backend: ModelBackend,
+    request: ModelRequest,
+    *,
+    conversation_id: str,
+    on_text: TextCallback | None = None,
 ) -> ModelResponse:
-    """``backend.generate(request)`` inside a ``chat {model}`` CLIENT span."""
+    """``backend.generate(request)`` inside a ``chat {model}`` CLIENT span.
+
+    ``on_text`` is passed on only when given, so a backend written before streaming still
+    serves calls that do not stream.
+    """
+    options: dict[str, Any] = {} if on_text is None else {"on_text": on_text}
     if not tracing_active():
-        return await backend.generate(request)
+        return await backend.generate(request, **options)
     model = backend.name
     provider = provider_name(backend)
     agent_span = trace.get_current_span()
@@ -199,7 +208,7 @@ async def traced_generate(
         set_status_on_exception=False,
     ) as span:
         try:
-            response = await backend.generate(request)
+            response = await backend.generate(request, **options)
         except BaseException as exc:
             record_error(span, exc)
             raise

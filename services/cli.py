@@ -83,7 +83,12 @@ async def run_live(
         printer.start(run_id, run.pattern, run.problem)
         try:
             outcome = await execute_run(
-                run_id, store=store, models=models, database_url=settings.database_url
+                run_id,
+                store=store,
+                models=models,
+                database_url=settings.database_url,
+                # only the live printer would read them, and it is silent with --quiet
+                stream_tokens=settings.stream_tokens and not quiet,
             )
         finally:
             printer.stop()

@@ -30,14 +30,21 @@ def _clip(text: str, limit: int = 1200) -> str:
 
 class LivePrinter:
     """Prints each turn as it finishes, the decisions that steer the run, and a spinner
-    naming who is speaking (or what the model is loading) in between."""
+    naming who is speaking (or what the model is loading) in between; with ``token`` events,
+    the spinner also shows the latest words of whoever typed last."""
+
+    TYPING_REFRESH_S = 0.1
+    """Tokens come faster than anyone reads; the status line is redrawn at most this often."""
 
     def __init__(self, console: Console, *, quiet: bool = False) -> None:
         self.console = console
         self.quiet = quiet
         self.speaking: dict[str, str] = {}
+        self.typed: dict[str, str] = {}  # turn key -> the end of its text so far
+        self.typing: str | None = None  # the turn that sent the latest token
         self.status: Status | None = None
         self.started = time.perf_counter()
+        self.refreshed = 0.0
         self.loading: str | None = None
 
     def start(self, run_id: str, pattern: str, problem: str) -> None:
@@ -56,14 +63,25 @@ class LivePrinter:
     def _refresh(self) -> None:
         if self.status is None:
             return
+        self.refreshed = time.perf_counter()
         elapsed = time.perf_counter() - self.started
         if self.loading:
             self.status.update(f"{self.loading} [dim]({elapsed:.0f}s)[/dim]")
         elif self.speaking:
             who = ", ".join(self.speaking.values())
-            self.status.update(f"{who} writing… [dim]({elapsed:.0f}s)[/dim]")
+            self.status.update(f"{who} writing… [dim]({elapsed:.0f}s)[/dim]{self._typing_tail()}")
         else:
             self.status.update(f"working… [dim]({elapsed:.0f}s)[/dim]")
+
+    def _typing_tail(self) -> str:
+        """`` · Agent: …latest words`` of the turn that typed last, clipped to one line."""
+        key = self.typing
+        if key is None or key not in self.speaking or not self.typed.get(key):
+            return ""
+        words = " ".join(self.typed[key].split())
+        room = max(10, min(80, self.console.width - 40))
+        tail = words if len(words) <= room else "…" + words[-room:]
+        return f" · {escape(self.speaking[key])}: [dim]{escape(tail)}[/dim]"
 
     def progress(self, message: str) -> None:
         """Model-loading progress from a backend."""
@@ -73,10 +91,18 @@ class LivePrinter:
         self._refresh()
 
     def on_event(self, run_id: str, event: str, payload: dict[str, Any]) -> None:
-        if event == "turn_started":
+        if event == "token":
+            key = payload["key"]
+            # only the latest words are shown: keep a bounded tail, not the whole reply
+            self.typed[key] = (self.typed.get(key, "") + payload["text"])[-400:]
+            self.typing = key
+            if time.perf_counter() - self.refreshed < self.TYPING_REFRESH_S:
+                return
+        elif event == "turn_started":
             self.speaking[payload["key"]] = payload["agent"]
         elif event == "turn_finished":
             self.speaking.pop(payload["key"], None)
+            self.typed.pop(payload["key"], None)
             self.loading = None
             if not self.quiet:
                 self._print_turn(payload)

@@ -30,11 +30,18 @@ class InProcessExecutor:
     """
 
     def __init__(
-        self, store: Store, models: ModelRouter, database_url: str, max_concurrent: int = 4
+        self,
+        store: Store,
+        models: ModelRouter,
+        database_url: str,
+        max_concurrent: int = 4,
+        *,
+        stream_tokens: bool = True,
     ) -> None:
         self.store = store
         self.models = models
         self.database_url = database_url
+        self.stream_tokens = stream_tokens
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -49,7 +56,11 @@ class InProcessExecutor:
         async with self._slots:
             try:
                 await execute_run(
-                    run_id, store=self.store, models=self.models, database_url=self.database_url
+                    run_id,
+                    store=self.store,
+                    models=self.models,
+                    database_url=self.database_url,
+                    stream_tokens=self.stream_tokens,
                 )
             except Exception:  # execute_run records failures; this is a bug or a lost database
                 log.exception("run %s could not be executed", run_id)

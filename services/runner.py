@@ -67,13 +67,20 @@ async def create_run(
 
 
 async def execute_run(
-    run_id: str, *, store: Store, models: ModelRouter, database_url: str
+    run_id: str,
+    *,
+    store: Store,
+    models: ModelRouter,
+    database_url: str,
+    stream_tokens: bool = True,
 ) -> RunOutcome:
     """Run (or resume) a stored run to its end and record how it ended.
 
     A run that has a checkpoint resumes from it: finished nodes are not re-run, and the node
     that was interrupted replays the turns it had already stored instead of calling the model
     again. A model failure fails the run with the reason; the turns made so far stay stored.
+    ``stream_tokens`` publishes the text of every model call as it is generated (live
+    ``token`` events; replayed turns have none).
     """
     run = await store.get_run(run_id)
     if run.status in ("succeeded", "cancelled"):
@@ -85,12 +92,20 @@ async def execute_run(
             state={},
         )
     async with observe_run(store, run) as observed:
-        outcome = await _execute(run, store=store, models=models, database_url=database_url)
+        outcome = await _execute(
+            run,
+            store=store,
+            models=models,
+            database_url=database_url,
+            stream_tokens=stream_tokens,
+        )
         observed.finish(outcome)
     return outcome
 
 
-async def _execute(run: Run, *, store: Store, models: ModelRouter, database_url: str) -> RunOutcome:
+async def _execute(
+    run: Run, *, store: Store, models: ModelRouter, database_url: str, stream_tokens: bool
+) -> RunOutcome:
     run_id = run.id
     pattern = get_pattern(run.pattern)
     config = pattern.config_model.model_validate(run.config)
@@ -111,6 +126,7 @@ async def _execute(run: Run, *, store: Store, models: ModelRouter, database_url:
             config=config,
             resuming=resuming or spent > 0,
             is_cancelled=lambda: store.cancel_requested(run_id),
+            stream_tokens=stream_tokens,
         )
         await store.mark_running(run_id)
         await store.emit(run_id, "run_started", {"pattern": pattern.name, "resuming": resuming})

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="model name (as recorded on turns) -> token prices; unlisted models cost 0",
     )
+    stream_tokens: bool = Field(
+        True,
+        description="publish each model call's text as it is generated: live `token` events on "
+        "/v1/runs/{id}/events (one event per piece; off, turns arrive whole)",
+    )
     auth: Literal["auto", "on", "off"] = Field(
         "auto",
         description="API keys: on, off, or auto (on unless the server binds a loopback address)",

@@ -99,6 +99,7 @@ def execute_run_task(run_id: str) -> str:
             store=worker.store,
             models=worker.models,
             database_url=worker.settings.database_url,
+            stream_tokens=worker.settings.stream_tokens,
         )
     )
     return str(outcome["status"])

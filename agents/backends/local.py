@@ -31,6 +31,10 @@ Choices a caller may want to know:
   only with requests of the same temperature, top_p and seed.
 * Logprobs are the model's raw distribution (log-softmax of the logits before temperature and
   top_p), so they stay finite and comparable across sampling settings.
+* ``generate(request, on_text=...)`` streams sample 0 of the request without leaving its batch:
+  the worker decodes that row's new tokens incrementally at every step of the batch's
+  ``generate`` and hands out the text that can no longer turn into a stop string. Rows nobody
+  listens to are not decoded until the end, as before.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import contextlib
 import gc
 import importlib.resources
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -64,7 +69,16 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from agents.backends.local_config import LocalModelConfig
-from agents.model import Completion, ModelError, ModelRequest, ModelResponse, TokenLogprob
+from agents.model import (
+    Completion,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    TextCallback,
+    TokenLogprob,
+)
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], None]
 FinishReason = Literal["stop", "length"]
@@ -335,46 +349,89 @@ class _RowStopper(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class _TextStreamer(BaseStreamer):
-    """Turns the token ids of a single-row generate into text pieces, respecting stop strings.
+class _RowText:
+    """The text of one row of a batch as its tokens arrive, handed out in pieces that are only
+    ever appended (their concatenation is the row's final text).
 
-    Runs on the worker thread; ``emit`` hands each piece to the event loop. Pieces are only
-    ever appended, so their concatenation is the final text.
+    Runs on the worker thread; ``emit`` gets each piece. Decoding is incremental (as vLLM's
+    detokenizer does it): each new token is decoded with the few tokens before it as context
+    (a SentencePiece word's leading space depends on its neighbour) and the difference is
+    appended, so decoding a step costs as much late in a long completion as early on, where
+    decoding the whole text again would grow with it. A token that ends inside a UTF-8
+    character adds nothing until the character is complete. Text that could still turn into
+    a stop string is held back, as :func:`stable_prefix` does.
     """
 
-    def __init__(self, tokenizer: Any, stops: list[str], emit: Callable[[str], None]) -> None:
+    def __init__(
+        self, tokenizer: Any, row: _Row, eos_ids: frozenset[int], emit: Callable[[str], None]
+    ) -> None:
         self.tokenizer = tokenizer
-        self.stops = stops
+        self.stops = row.stop
+        self.max_tokens = row.max_tokens
+        self.eos_ids = eos_ids
         self.emit = emit
         self.ids: list[int] = []
+        self.prefix = 0  # ids[prefix:read]: context re-decoded with each new token
+        self.read = 0  # ids[:read] are decoded into text
+        self.text = ""
         self.sent = ""
-        self.prompt_skipped = False
-        self.stopped = False
+        self.finished = False  # the row has its last token: later ones are padding
+
+    def add(self, token: int) -> None:
+        if self.finished:
+            return
+        self.ids.append(token)
+        self.finished = token in self.eos_ids or len(self.ids) >= self.max_tokens
+        if token in self.eos_ids:
+            return  # decodes to nothing (special tokens are skipped)
+        self._decode()
+        cut, hit = cut_at_stop(self.text, self.stops)
+        if hit:
+            self.finished = True
+            self._send_up_to(cut)
+        else:
+            self._send_up_to(stable_prefix(self.text, self.stops))
+
+    def finish(self, text: str) -> None:
+        """Hand out the rest of the row's final text: what was held back or not yet decoded."""
+        if not text.startswith(self.sent):
+            # Cannot happen with a tokenizer whose decoding is the sum of its parts; pieces
+            # cannot be taken back, so the stream ends here rather than contradicting itself.
+            log.warning("streamed text %r is not a prefix of the final text", self.sent[-80:])
+            return
+        self._send_up_to(text)
+
+    def _decode(self) -> None:
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        now = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.text += now[len(before) :]
+            self.prefix, self.read = self.read, len(self.ids)
 
     def _send_up_to(self, text: str) -> None:
         if len(text) > len(self.sent) and text.startswith(self.sent):
             self.emit(text[len(self.sent) :])
             self.sent = text
 
+
+class _RowsStreamer(BaseStreamer):
+    """Hands each step's new tokens to the rows that stream; the others cost nothing."""
+
+    def __init__(self, texts: dict[int, _RowText]) -> None:
+        self.texts = texts
+        self.prompt_skipped = False
+
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_skipped:  # generate first hands over the whole prompt
             self.prompt_skipped = True
             return
-        if self.stopped:
-            return
-        self.ids.extend(value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        cut, hit = cut_at_stop(text, self.stops)
-        if hit:
-            self.stopped = True
-            self._send_up_to(cut)
-        else:
-            self._send_up_to(stable_prefix(text, self.stops))
+        tokens = value.reshape(-1).tolist()  # one new token per row
+        for index, text in self.texts.items():
+            text.add(tokens[index])
 
     def end(self) -> None:
-        if not self.stopped:
-            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-            self._send_up_to(cut_at_stop(text, self.stops)[0])
+        """Nothing: the final texts, cut to each row's own limits, come from ``_run_rows``."""
 
 
 @dataclass
@@ -384,6 +441,21 @@ class _Pending:
     request: ModelRequest
     future: asyncio.Future[tuple[list[Completion], int]]
     enqueued: float
+    on_text: TextCallback | None = None
+
+    def emitter(self, loop: asyncio.AbstractEventLoop) -> Callable[[str], None] | None:
+        """Hands the worker's pieces to ``on_text`` on the loop, in order. They all arrive
+        before the batch's results (callbacks run in the order they were scheduled), so
+        before ``generate`` returns; a caller that gave up gets no more."""
+        on_text, future = self.on_text, self.future
+        if on_text is None:
+            return None
+
+        def deliver(piece: str) -> None:
+            if not future.done():
+                on_text(piece)
+
+        return lambda piece: loop.call_soon_threadsafe(deliver, piece)
 
     @property
     def rows(self) -> int:
@@ -586,11 +658,12 @@ class LocalBackend:
         loaded: _Loaded,
         rows: list[_Row],
         request: ModelRequest,
-        streamer: BaseStreamer | None = None,
+        texts: dict[int, _RowText] | None = None,
         cancel: threading.Event | None = None,
     ) -> list[_RowResult]:
         """One ``model.generate`` call over left-padded rows sharing the sampling settings of
-        ``request``; each row is then cut to its own max_tokens and stop strings."""
+        ``request``; each row is then cut to its own max_tokens and stop strings. ``texts``
+        streams the rows it has (by index) as they are generated."""
         params = request.params
         width = max(len(row.prompt_ids) for row in rows)
         input_ids = torch.full((len(rows), width), loaded.pad_id, dtype=torch.long)
@@ -606,7 +679,7 @@ class LocalBackend:
             "eos_token_id": sorted(loaded.eos_ids),
             "pad_token_id": loaded.pad_id,
             "stopping_criteria": StoppingCriteriaList([stopper]),
-            "streamer": streamer,
+            "streamer": _RowsStreamer(texts) if texts else None,
         }
         if params.temperature == 0:
             options.update(do_sample=False)
@@ -644,18 +717,22 @@ class LocalBackend:
                 text=text, finish_reason=reason, completion_tokens=len(tokens), logprobs=logprobs
             )
             results.append(_RowResult(completion, tokens))
+            if texts and index in texts:
+                texts[index].finish(text)
         return results
 
     def _serve_batch(
-        self, requests: list[ModelRequest]
+        self, requests: list[ModelRequest], emitters: list[Callable[[str], None] | None]
     ) -> list[tuple[list[Completion], int] | ModelError]:
         """Worker-thread entry for one batch: encode, refuse what does not fit, generate the
-        rest together. Returns, per request, its completions and prompt length, or its error."""
+        rest together, streaming sample 0 of each request that has an emitter. Returns, per
+        request, its completions and prompt length, or its error."""
         loaded = self._loaded
         assert loaded is not None, "the batcher loads the model before serving"
         outcomes: list[tuple[list[Completion], int] | ModelError | None] = []
         rows: list[_Row] = []
         owners: list[int] = []
+        texts: dict[int, _RowText] = {}
         prompt_lens: dict[int, int] = {}
         for position, request in enumerate(requests):
             try:
@@ -670,13 +747,17 @@ class LocalBackend:
             outcomes.append(None)
             prompt_lens[position] = len(prompt_ids)
             params = request.params
-            for _ in range(params.n):
-                rows.append(_Row(prompt_ids, params.max_tokens, params.stop, params.top_logprobs))
+            emit = emitters[position]
+            for sample in range(params.n):
+                row = _Row(prompt_ids, params.max_tokens, params.stop, params.top_logprobs)
+                if sample == 0 and emit is not None:
+                    texts[len(rows)] = _RowText(loaded.tokenizer, row, loaded.eos_ids, emit)
+                rows.append(row)
                 owners.append(position)
         if rows:
             first = requests[owners[0]]
             try:
-                results = self._run_rows(loaded, rows, first)
+                results = self._run_rows(loaded, rows, first, texts=texts)
             except Exception as error:
                 failure = ModelError(f"local generation failed: {error}", retryable=True)
                 return [failure if outcome is None else outcome for outcome in outcomes]
@@ -755,7 +836,10 @@ class LocalBackend:
                 if not batch:
                     continue
                 requests = [item.request for item in batch]
-                outcomes = await loop.run_in_executor(self._executor, self._serve_batch, requests)
+                emitters = [item.emitter(loop) for item in batch]
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._serve_batch, requests, emitters
+                )
             except asyncio.CancelledError:
                 self._fail(batch, ModelError("the local backend was closed", retryable=True))
                 raise
@@ -795,13 +879,17 @@ class LocalBackend:
 
     # ----------------------------------------------------------------- public API
 
-    async def generate(self, request: ModelRequest) -> ModelResponse:
+    async def generate(
+        self, request: ModelRequest, *, on_text: TextCallback | None = None
+    ) -> ModelResponse:
+        """All ``n`` samples, batched with concurrent calls; ``on_text`` gets sample 0's text as
+        it is generated, without taking the request out of its batch."""
         started = time.perf_counter()
         self._check_request(request)
         self.stats.requests += 1
         state = self._loop_state()
         future: asyncio.Future[tuple[list[Completion], int]] = state.loop.create_future()
-        state.pending.append(_Pending(request, future, time.perf_counter()))
+        state.pending.append(_Pending(request, future, time.perf_counter(), on_text))
         state.wakeup.set()
         completions, prompt_tokens = await future
         return ModelResponse(
@@ -832,8 +920,8 @@ class LocalBackend:
             self._check_fits(loaded, request, len(prompt_ids))
             params = request.params
             row = _Row(prompt_ids, params.max_tokens, params.stop, 0)
-            streamer = _TextStreamer(loaded.tokenizer, params.stop, emit)
-            return self._run_rows(loaded, [row], request, streamer=streamer, cancel=cancel)
+            text = _RowText(loaded.tokenizer, row, loaded.eos_ids, emit)
+            return self._run_rows(loaded, [row], request, texts={0: text}, cancel=cancel)
 
         def finished(job: asyncio.Future[list[_RowResult]]) -> None:
             if not job.cancelled():

@@ -21,11 +21,25 @@ parallel single-sample requests, and asking for log-probabilities an endpoint do
 is an error rather than a ``None`` the caller might not check. A request's ``adapter`` is sent
 as the model name (vLLM serves each LoRA adapter under its own name); its ``tags`` stay local,
 since not every server accepts OpenAI's ``user`` field and none needs it.
+
+Live text: ``generate(request, on_text=...)`` with ``n == 1`` sends the request with
+``stream=True`` and ``stream_options={"include_usage": True}``, hands each content delta to
+``on_text`` as it arrives and assembles the same :class:`ModelResponse` from the chunks (text,
+finish reason, usage, log-probabilities when asked for). Failures before the first text are
+retried as above; after it, text has reached the caller, so a broken stream fails the call
+with ``ModelError(retryable=True)``. A server that sends no usage chunk (llama-cpp-python's
+server ignores ``stream_options``) gets ``completion_tokens`` counted as the content chunks it
+sent, one per generated token on llama.cpp's and vLLM's servers but an estimate elsewhere, and
+``prompt_tokens`` 0 for that one call; the backend then stops streaming to that endpoint (a
+warning says so), because exact token accounting matters more than live text, unless
+``stream_without_usage`` says to go on. With ``n > 1``
+``on_text`` is ignored: the samples come back whole, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -34,11 +48,19 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionTokenLogprob
 from openai.types.chat.chat_completion import Choice
+from openai.types.completion_usage import CompletionUsage
 from pydantic import BaseModel, Field, SecretStr
 
-from agents.model import Completion, ModelError, ModelRequest, ModelResponse, TokenLogprob
+from agents.model import (
+    Completion,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    TextCallback,
+    TokenLogprob,
+)
 
 try:  # openai>=3 speaks httpx2; older releases httpx. Either may surface a raw transport error.
     import httpx2 as _http
@@ -73,6 +95,11 @@ class OpenAIModelConfig(BaseModel):
     max_retries: int = Field(3, ge=0, description="retries of timeouts, connection errors and 5xx")
     retry_backoff_s: float = Field(0.5, ge=0, description="first backoff; doubles each retry")
     retry_backoff_max_s: float = Field(30.0, ge=0, description="longest single wait between tries")
+    stream_without_usage: bool = Field(
+        False,
+        description="keep streaming live text to an endpoint that reports no token usage in "
+        "streams (its prompt tokens then go uncounted)",
+    )
     native_n: bool | None = Field(
         None,
         description="whether the endpoint honours n>1 in one request; None: learn it from the "
@@ -90,12 +117,43 @@ class _Failure:
 
 
 @dataclass
+class _StreamSeen:
+    """What a chat stream's chunks said besides their text, to assemble a whole reply from."""
+
+    model: str | None = None
+    choices: int = 0  # chunks that carried a choice
+    content_chunks: int = 0  # deltas with content, even "" (a held-back stop token), no role
+    finish_reason: str | None = None
+    usage: CompletionUsage | None = None
+    logprobs: list[TokenLogprob] | None = None  # None until a chunk carries some
+
+    def take(self, chunk: ChatCompletionChunk) -> None:
+        self.model = self.model or getattr(chunk, "model", None)
+        self.usage = getattr(chunk, "usage", None) or self.usage
+        for choice in getattr(chunk, "choices", None) or []:
+            if choice.index != 0:
+                continue
+            self.choices += 1
+            delta = choice.delta
+            # The first chunk's role (with "" content, on some servers) is not a token.
+            if delta is not None and delta.content is not None and delta.role is None:
+                self.content_chunks += 1
+            if choice.finish_reason is not None:
+                self.finish_reason = choice.finish_reason
+            if choice.logprobs is not None and choice.logprobs.content is not None:
+                if self.logprobs is None:
+                    self.logprobs = []
+                self.logprobs.extend(_logprob_items(choice.logprobs.content))
+
+
+@dataclass
 class _OpenStream:
     """A stream that has produced its first text, holding one concurrency slot until closed."""
 
     stream: openai.AsyncStream[ChatCompletionChunk]
     pieces: AsyncIterator[str]
     first: str | None
+    seen: _StreamSeen
 
 
 class OpenAIBackend:
@@ -107,6 +165,8 @@ class OpenAIBackend:
         self.endpoint = config.base_url.rstrip("/")
         # Learned from replies unless configured: does one request with n>1 give n choices?
         self.native_n: bool | None = config.native_n
+        # None until the first streamed reply shows whether the endpoint reports usage in streams
+        self.streams_usage: bool | None = None
         api_key = config.api_key.get_secret_value() if config.api_key else None
         # Without a key of our own, the placeholder keeps the SDK from reading OPENAI_API_KEY
         # (a real OpenAI key must not leak to a local server) and the header is omitted per call.
@@ -120,16 +180,21 @@ class OpenAIBackend:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._closed = False
 
-    async def generate(self, request: ModelRequest) -> ModelResponse:
+    async def generate(
+        self, request: ModelRequest, *, on_text: TextCallback | None = None
+    ) -> ModelResponse:
         """All ``n`` samples of one prompt, however the endpoint treats ``n``.
 
         ``prompt_tokens`` is the prompt's size from the first reply (fanned-out requests send
         the same prompt again; that repeat is not counted); ``latency_s`` is the wall time of
-        the whole call, retries and fan-out included.
+        the whole call, retries and fan-out included. ``on_text`` streams a single-sample
+        call and is ignored when ``n > 1`` (see the module docstring).
         """
         self._check_open()
         started = time.perf_counter()
         n = request.params.n
+        if on_text is not None and n == 1 and self.streams_usage is not False:
+            return await self._generate_streamed(request, on_text, started)
         if n > 1 and self.native_n is False:
             replies = await self._fan_out(request, range(n))
         else:
@@ -163,6 +228,76 @@ class OpenAIBackend:
         body.pop("logprobs", None)
         body.pop("top_logprobs", None)
         opened = await self._with_retries(lambda: self._open_stream(body))
+        # No await between opening and entering the relay, which owns the slot from then on.
+        async with contextlib.aclosing(self._relay(opened)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._client.close()
+
+    # -- streaming ------------------------------------------------------------------------
+
+    async def _generate_streamed(
+        self, request: ModelRequest, on_text: TextCallback, started: float
+    ) -> ModelResponse:
+        """One sample through a chat stream, each delta to ``on_text``, the reply assembled."""
+        body = {
+            **self._body(request, n=1, sample=0),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        opened = await self._with_retries(lambda: self._open_stream(body))
+        parts: list[str] = []
+        async with contextlib.aclosing(self._relay(opened)) as pieces:
+            async for piece in pieces:
+                parts.append(piece)
+                on_text(piece)
+        seen = opened.seen
+        if not seen.choices:
+            raise ModelError(f"{self.endpoint} streamed no choices", retryable=True)
+        asked = request.params.top_logprobs
+        if asked > 0 and seen.logprobs is None and seen.content_chunks:
+            raise ModelError(
+                f"{self.endpoint} streamed no logprobs though top_logprobs={asked} was asked",
+                retryable=False,
+            )
+        if seen.logprobs is not None:
+            tokens = len(seen.logprobs)  # one entry per token, as for a whole reply
+        elif seen.usage is not None:
+            tokens = seen.usage.completion_tokens
+        else:
+            tokens = seen.content_chunks  # no usage sent: see the module docstring
+        if self.streams_usage is None and not self.config.stream_without_usage:
+            self.streams_usage = seen.usage is not None
+            if not self.streams_usage:
+                log.warning(
+                    "%s sends no token usage in streams; its calls are no longer streamed, so "
+                    "that prompt tokens are counted",
+                    self.endpoint,
+                )
+        completion = Completion(
+            text="".join(parts),
+            finish_reason="length" if seen.finish_reason == "length" else "stop",
+            completion_tokens=tokens,
+            logprobs=(seen.logprobs or []) if asked > 0 else None,
+        )
+        return ModelResponse(
+            completions=[completion],
+            prompt_tokens=seen.usage.prompt_tokens if seen.usage else 0,
+            model=seen.model or request.adapter or self.config.model,
+            adapter=request.adapter,
+            latency_s=time.perf_counter() - started,
+        )
+
+    async def _relay(self, opened: _OpenStream) -> AsyncIterator[str]:
+        """The text of an opened stream; closes it and frees its slot however it ends.
+
+        Only failures before the first text are retried (in :meth:`_open_stream`); after it,
+        text has reached the caller, so a failure is ``ModelError(retryable=True)``.
+        """
         try:
             if opened.first is not None:
                 yield opened.first
@@ -178,11 +313,6 @@ class OpenAIBackend:
                 await opened.stream.close()
             finally:
                 self._slots.release()
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._client.close()
 
     # -- requests -------------------------------------------------------------------------
 
@@ -249,9 +379,10 @@ class OpenAIBackend:
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 stream = await self._client.chat.completions.create(**body)
-                pieces = _text_pieces(stream)
+                seen = _StreamSeen()  # per attempt: a failed one's chunks do not count
+                pieces = _text_pieces(stream, seen)
                 first = await anext(pieces, None)
-            return _OpenStream(stream=stream, pieces=pieces, first=first)
+            return _OpenStream(stream=stream, pieces=pieces, first=first, seen=seen)
         except BaseException:
             try:
                 if stream is not None:
@@ -351,6 +482,10 @@ def _token_logprobs(choice: Choice) -> list[TokenLogprob] | None:
     content = choice.logprobs.content if choice.logprobs else None
     if content is None:
         return None
+    return _logprob_items(content)
+
+
+def _logprob_items(content: list[ChatCompletionTokenLogprob]) -> list[TokenLogprob]:
     return [
         TokenLogprob(
             token=item.token,
@@ -390,9 +525,14 @@ def _apportion(total: int, weights: list[int]) -> list[int]:
     return parts
 
 
-async def _text_pieces(stream: openai.AsyncStream[ChatCompletionChunk]) -> AsyncIterator[str]:
-    """The non-empty content deltas of a chat stream (role-only and usage chunks carry none)."""
+async def _text_pieces(
+    stream: openai.AsyncStream[ChatCompletionChunk], seen: _StreamSeen | None = None
+) -> AsyncIterator[str]:
+    """The non-empty content deltas of a chat stream (role-only and usage chunks carry none);
+    ``seen`` takes note of everything else the chunks say."""
     async for chunk in stream:
+        if seen is not None:
+            seen.take(chunk)
         for choice in chunk.choices or []:
             if choice.delta and choice.delta.content:
                 yield choice.delta.content

@@ -51,7 +51,11 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
             executor = CeleryExecutor(settings.broker_url)
         else:
             executor = InProcessExecutor(
-                store, models, settings.database_url, settings.max_concurrent_runs
+                store,
+                models,
+                settings.database_url,
+                settings.max_concurrent_runs,
+                stream_tokens=settings.stream_tokens,
             )
             await executor.recover()
         app.state.services = Services(settings=settings, store=store, executor=executor, bus=bus)

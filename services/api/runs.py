@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -221,13 +222,36 @@ async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncI
             yield sse(event.id, event.type, event.payload)
             if event.type == "run_finished":
                 return
-        while True:
-            event = await queue.get()
+        async for event in live_after_replay(queue, last_id):
             if event.get("id") is not None and event["id"] <= last_id:
                 continue
             yield sse(event.get("id"), event["type"], event["data"])
             if event["type"] == "run_finished":
                 return
+
+
+async def live_after_replay(queue: asyncio.Queue, last_id: int) -> AsyncIterator[dict[str, Any]]:
+    """The subscription's events, less the live-only ones the replay has made stale.
+
+    Events published while the replay read the store are queued too. The stored ones are
+    repeats (their ids are at most ``last_id``); a live-only event queued before a repeat
+    happened before something the client has already seen (a turn's ``token`` events before
+    its replayed ``turn_finished``) and would arrive out of order, so it is dropped. Exact
+    with the in-process bus, which queues on publish; Redis may deliver a repeat later than
+    this first look, and a stale live-only event then gets through.
+    """
+    backlog: list[dict[str, Any]] = []
+    while not queue.empty():
+        backlog.append(queue.get_nowait())
+    last_repeat = max(
+        (i for i, e in enumerate(backlog) if e.get("id") is not None and e["id"] <= last_id),
+        default=-1,
+    )
+    for index, event in enumerate(backlog):
+        if index > last_repeat or event.get("id") is not None:
+            yield event
+    while True:
+        yield await queue.get()
 
 
 @router.get("/runs/{run_id}/events")
@@ -237,8 +261,11 @@ async def events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """The run's conversation as server-sent events: ``run_started``, ``turn_started``,
-    ``turn_finished``, ``decision``, ``run_finished``. Reconnect with ``Last-Event-ID`` to
-    resume where the stream broke."""
+    ``token`` (``{key, agent, text}``: a model call's text as it is generated, where the
+    backend streams; the pieces of a turn join to its completion and all precede its
+    ``turn_finished``), ``turn_finished``, ``decision``, ``run_finished``. Reconnect with
+    ``Last-Event-ID`` to resume where the stream broke. ``turn_started`` and ``token`` are
+    live-only: they have no id and are not replayed."""
     services = get_services(request)
     await owned_run(request, run_id)
     try:

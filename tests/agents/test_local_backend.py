@@ -183,6 +183,45 @@ async def test_stream_respects_stop_strings(backend: LocalBackend) -> None:
 
 
 @pytest.mark.asyncio
+async def test_batched_rows_stream_their_own_text(backend: LocalBackend) -> None:
+    """Three streaming requests (one with a stop string) and a silent one share one generate
+    call; each streaming row's pieces join to its own text, and nothing else changes."""
+    prompts = [
+        "Write a long essay about the ocean.",
+        "Say something about the moon.",
+        "Describe a cat.",
+        "Name a colour.",
+    ]
+    reference = await asyncio.gather(
+        *(backend.generate(ask(prompt, max_tokens=24)) for prompt in prompts)
+    )
+    texts = [response.completions[0].text for response in reference]
+    words = texts[0].split()
+    assert len(words) >= 4, texts[0]
+    stop = f" {words[3]}"
+    requests = [ask(prompts[0], max_tokens=24, stop=[stop])]
+    requests += [ask(prompt, max_tokens=24) for prompt in prompts[1:]]
+    pieces: list[list[str]] = [[], [], []]
+    calls_before = backend.stats.generate_calls
+    rows_before = backend.stats.batched_sequences
+
+    responses = await asyncio.gather(
+        *(backend.generate(r, on_text=p.append) for r, p in zip(requests, pieces, strict=False)),
+        backend.generate(requests[3]),
+    )
+
+    assert backend.stats.generate_calls - calls_before == 1
+    assert backend.stats.batched_sequences - rows_before == 4
+    got = [response.completions[0] for response in responses]
+    for index, streamed in enumerate(pieces):
+        assert len(streamed) > 1
+        assert "".join(streamed) == got[index].text
+    assert got[0].text == texts[0][: texts[0].index(stop)]
+    assert stop not in got[0].text and got[0].finish_reason == "stop"
+    assert [c.text for c in got[1:]] == texts[1:]  # streaming changes no row's result
+
+
+@pytest.mark.asyncio
 async def test_oversized_request_fails_alone(backend: LocalBackend) -> None:
     too_long = ask("Hello", max_tokens=10_000)
     fine = ask("Hello", max_tokens=8)

@@ -46,6 +46,8 @@ class Reply:
     delay_s: float = 0.0
     choices: int | None = None  # choices to return; None: as many as the request's n
     headers: dict[str, str] = field(default_factory=dict)
+    finish: str = "stop"  # a stream's finish reason
+    stream_usage: bool = True  # send a usage chunk when the request's stream_options ask
 
 
 @dataclass
@@ -103,20 +105,31 @@ def _completion(body: dict[str, Any], choices: int) -> dict[str, Any]:
     }
 
 
-def _chunk(content: str | None, finish: str | None = None) -> str:
-    delta = {} if content is None else {"content": content}
+STREAM_USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+def _chunk(content: str | None, finish: str | None = None, *, role: str | None = None) -> str:
+    delta: dict[str, Any] = {} if content is None else {"content": content}
+    if role is not None:
+        delta["role"] = role
     choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return _event({"choices": [choice]})
+
+
+def _event(fields: dict[str, Any]) -> str:
     chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fault"}
-    return f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
+    return f"data: {json.dumps({**chunk, **fields})}\n\n"
 
 
-async def _stream_events(broken: bool) -> AsyncIterator[str]:
-    yield _chunk("")  # a role-only first chunk, as real servers send
+async def _stream_events(reply: Reply, usage: bool) -> AsyncIterator[str]:
+    yield _chunk("", role="assistant")  # a first chunk with the role and no text, as OpenAI's
     for word in ("streamed ", "from ", "fault"):
         yield _chunk(word)
-        if broken:
+        if reply.kind == "break_stream":
             raise RuntimeError("fault server drops the connection mid-stream")
-    yield _chunk(None, "stop")
+    yield _chunk(None, reply.finish)
+    if usage:  # OpenAI's usage chunk: no choices
+        yield _event({"choices": [], "usage": STREAM_USAGE})
     yield "data: [DONE]\n\n"
 
 
@@ -153,7 +166,8 @@ class FaultServer:
             if reply.kind == "empty":
                 return JSONResponse({**_completion(body, 0), "choices": []})
             if body.get("stream"):
-                events = _stream_events(broken=reply.kind == "break_stream")
+                asked = (body.get("stream_options") or {}).get("include_usage", False)
+                events = _stream_events(reply, usage=asked and reply.stream_usage)
                 return StreamingResponse(events, media_type="text/event-stream")
             choices = reply.choices if reply.choices is not None else body.get("n", 1)
             return JSONResponse(_completion(body, choices))
@@ -271,7 +285,13 @@ def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Any) ->
 @pytest.fixture
 async def llama(llama_server: str) -> AsyncIterator[OpenAIBackend]:
     backend = OpenAIBackend(
-        OpenAIModelConfig(base_url=llama_server, model="smollm2", timeout_s=60, max_retries=1)
+        OpenAIModelConfig(
+            base_url=llama_server,
+            model="smollm2",
+            timeout_s=60,
+            max_retries=1,
+            stream_without_usage=True,
+        )
     )
     yield backend
     await backend.close()
@@ -332,6 +352,67 @@ async def test_llama_streams_deltas(llama: OpenAIBackend) -> None:
     pieces = [p async for p in llama.stream(ask(COUNT, max_tokens=12, temperature=0))]
     assert len(pieces) > 1
     assert "".join(pieces).startswith("1, 2")
+
+
+async def test_llama_generate_with_on_text_streams_the_same_reply(llama: OpenAIBackend) -> None:
+    request = ask(COUNT, max_tokens=24, temperature=0)
+    whole = (await llama.generate(request)).completions[0]
+    pieces: list[str] = []
+    response = await llama.generate(request, on_text=pieces.append)
+
+    [completion] = response.completions
+    assert len(pieces) > 1
+    assert "".join(pieces) == completion.text == whole.text  # greedy: the same reply
+    assert completion.finish_reason == whole.finish_reason
+    # llama-cpp-python's server sends no usage in a stream: tokens are counted as chunks
+    assert 0 < completion.completion_tokens <= 24
+    assert response.model == "smollm2"
+    assert response.latency_s > 0
+
+
+async def test_an_endpoint_without_stream_usage_is_no_longer_streamed(llama_server: str) -> None:
+    backend = OpenAIBackend(OpenAIModelConfig(base_url=llama_server, model="smollm2"))
+    try:
+        first: list[str] = []
+        streamed = await backend.generate(ask(COUNT, max_tokens=6), on_text=first.append)
+        assert first and streamed.prompt_tokens == 0  # llama.cpp sent no usage in the stream
+        assert backend.streams_usage is False
+
+        second: list[str] = []
+        whole = await backend.generate(ask(COUNT, max_tokens=6), on_text=second.append)
+        assert second == [] and whole.prompt_tokens > 0  # counted, at the cost of live text
+    finally:
+        await backend.close()
+
+
+async def test_llama_on_text_holds_back_stop_strings_and_ends_on_length(
+    llama: OpenAIBackend,
+) -> None:
+    pieces: list[str] = []
+    stopped = await llama.generate(
+        ask(COUNT, max_tokens=40, temperature=0, stop=[", 4"]), on_text=pieces.append
+    )
+    [completion] = stopped.completions
+    assert "".join(pieces) == completion.text
+    assert completion.text.startswith("1, 2, 3") and ", 4" not in completion.text
+    assert completion.finish_reason == "stop"
+
+    pieces = []
+    cut = await llama.generate(ask(STORY, max_tokens=5), on_text=pieces.append)
+    assert "".join(pieces) == cut.completions[0].text
+    assert cut.completions[0].finish_reason == "length"
+    assert 0 < cut.completions[0].completion_tokens <= 5
+
+
+async def test_llama_streamed_top_logprobs(llama: OpenAIBackend) -> None:
+    pieces: list[str] = []
+    response = await llama.generate(
+        ask(COUNT, max_tokens=6, temperature=0, top_logprobs=2), on_text=pieces.append
+    )
+    [completion] = response.completions
+    assert "".join(pieces) == completion.text
+    assert completion.logprobs and len(completion.logprobs) == completion.completion_tokens
+    assert "".join(t.token for t in completion.logprobs) == completion.text
 
 
 async def test_llama_top_logprobs(llama: OpenAIBackend) -> None:
@@ -651,3 +732,96 @@ async def test_stream_releases_its_slot(fault: FaultServer) -> None:
     finally:
         await backend.close()
     assert response.completions
+
+
+# -- against the fault server: generate with on_text -----------------------------------------
+
+
+async def test_on_text_streams_and_assembles_the_reply(fault: FaultServer) -> None:
+    scenario = fault.script(Reply(finish="length"))
+    backend = fault_backend(fault)
+    pieces: list[str] = []
+    try:
+        response = await backend.generate(ask("hi", max_tokens=3), on_text=pieces.append)
+    finally:
+        await backend.close()
+    [completion] = response.completions
+    assert pieces == ["streamed ", "from ", "fault"]
+    assert completion.text == "streamed from fault"
+    assert completion.finish_reason == "length"
+    assert completion.logprobs is None
+    # from the usage chunk that stream_options asked for
+    assert completion.completion_tokens == STREAM_USAGE["completion_tokens"]
+    assert response.prompt_tokens == STREAM_USAGE["prompt_tokens"]
+    assert response.model == "fault"
+    body = scenario.hits[0].body
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+
+
+async def test_on_text_without_usage_counts_the_chunks(fault: FaultServer) -> None:
+    fault.script(Reply(stream_usage=False))
+    backend = fault_backend(fault)
+    try:
+        response = await backend.generate(ask("hi"), on_text=lambda _piece: None)
+    finally:
+        await backend.close()
+    [completion] = response.completions
+    assert completion.text == "streamed from fault"
+    assert completion.completion_tokens == 3  # three content chunks; the role chunk is none
+    assert response.prompt_tokens == 0  # unknown without usage, as for a reply without it
+
+
+async def test_on_text_retries_failures_before_the_first_piece(fault: FaultServer) -> None:
+    scenario = fault.script(Reply("status", 500, "warming up"), Reply("close"), Reply())
+    backend = fault_backend(fault)
+    pieces: list[str] = []
+    try:
+        response = await backend.generate(ask("hi"), on_text=pieces.append)
+    finally:
+        await backend.close()
+    assert pieces == ["streamed ", "from ", "fault"]  # failed attempts delivered nothing
+    assert response.completions[0].text == "".join(pieces)
+    assert scenario.attempts == 3
+
+
+async def test_on_text_stream_breaking_mid_way_fails_without_retry(fault: FaultServer) -> None:
+    scenario = fault.script(Reply("break_stream"), Reply())
+    backend = fault_backend(fault, max_concurrency=1)
+    pieces: list[str] = []
+    try:
+        with pytest.raises(ModelError) as caught:
+            await backend.generate(ask("hi"), on_text=pieces.append)
+        # the broken stream gave its slot back: with one slot, this would wait forever
+        after = await asyncio.wait_for(backend.generate(ask("hi")), timeout=2)
+    finally:
+        await backend.close()
+    assert pieces == ["streamed "]
+    assert caught.value.retryable is True and "after the first token" in str(caught.value)
+    assert scenario.attempts == 2  # the broken call once, then the call after it
+    assert after.completions[0].text == "reply 0"
+
+
+async def test_on_text_4xx_fails_at_once(fault: FaultServer) -> None:
+    scenario = fault.script(Reply("status", 400, "bad stream request"))
+    backend = fault_backend(fault)
+    pieces: list[str] = []
+    try:
+        with pytest.raises(ModelError) as caught:
+            await backend.generate(ask("hi"), on_text=pieces.append)
+    finally:
+        await backend.close()
+    assert caught.value.retryable is False and "bad stream request" in str(caught.value)
+    assert pieces == [] and scenario.attempts == 1
+
+
+async def test_on_text_is_ignored_for_n_samples(fault: FaultServer) -> None:
+    scenario = fault.script()
+    backend = fault_backend(fault)
+    pieces: list[str] = []
+    try:
+        response = await backend.generate(ask("hi", n=2), on_text=pieces.append)
+    finally:
+        await backend.close()
+    assert len(response.completions) == 2
+    assert pieces == []
+    assert "stream" not in scenario.hits[0].body
