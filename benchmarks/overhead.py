@@ -2,7 +2,12 @@
 
 Against a scripted backend with a fixed latency per call, prints:
   1. overhead per model call on the critical path (wall time minus the dependent calls'
-     latency, divided by their number), on SQLite and on PostgreSQL  (target < 2 ms);
+     latency, divided by their number), on SQLite and on PostgreSQL  (target < 2 ms); both
+     as the plain average over a whole run (which carries the run's fixed start and finish
+     work) and as the marginal cost of one more call (from runs of 1 and 3 rounds), with the
+     fixed per-run cost beside it. Live token events are off here (--stream-tokens turns them
+     on): the scripted backend types word by word with one timer per word, which would
+     measure asyncio's timers rather than the orchestration;
   2. wall time of a whole discussion / its critical path at 50 ms and 200 ms per call
      (targets <= 1.1 and <= 1.05);
   3. the critique step with k = 1, 2, 4, 8 critics / one call  (target <= 1.1 for every k).
@@ -70,6 +75,9 @@ class Timeline:
         return decided - solved
 
 
+STREAM_TOKENS = False
+
+
 async def one_run(
     database_url: str, latency_s: float, *, critics: int = 2, rounds: int = 2, inner: int = 1
 ) -> tuple[float, int, Timeline]:
@@ -90,6 +98,7 @@ async def one_run(
         store=store,
         models=ModelRouter.single(scripted(latency_s, critics)),
         database_url=database_url,
+        stream_tokens=STREAM_TOKENS,
     )
     wall = time.perf_counter() - started
     assert outcome["status"] == "succeeded", outcome
@@ -105,6 +114,19 @@ async def overhead_ms(database_url: str, latency_s: float, repeats: int) -> tupl
         wall, calls, _ = await one_run(database_url, latency_s)
         samples.append((wall - calls * latency_s) / calls * 1000)
     return statistics.median(samples), calls
+
+
+async def marginal_ms(database_url: str, latency_s: float, repeats: int) -> tuple[float, float]:
+    """(overhead of one more dependent call, fixed overhead of a run), both in ms."""
+    extra: dict[int, list[float]] = {1: [], 3: []}
+    calls: dict[int, int] = {}
+    for _ in range(repeats):
+        for rounds in (1, 3):
+            wall, calls[rounds], _ = await one_run(database_url, latency_s, rounds=rounds)
+            extra[rounds].append(wall - calls[rounds] * latency_s)
+    short, long = statistics.median(extra[1]), statistics.median(extra[3])
+    per_call = (long - short) / (calls[3] - calls[1])
+    return per_call * 1000, (short - calls[1] * per_call) * 1000
 
 
 def fresh_postgres(admin_url: str) -> tuple[str, str]:
@@ -139,9 +161,11 @@ async def main(args: argparse.Namespace) -> None:
         await one_run(url, 0.0)  # warm up imports, schema and connection pools
         for latency in (0.0, 0.05):
             ms, calls = await overhead_ms(url, latency, args.repeats)
+            per_call, fixed = await marginal_ms(url, latency, args.repeats)
             print(
-                f"   {label:<10} at {latency * 1000:>3.0f} ms/call: {ms:6.2f} ms per call "
-                f"({calls} dependent calls, median of {args.repeats})"
+                f"   {label:<10} at {latency * 1000:>3.0f} ms/call: {ms:6.2f} ms per call over "
+                f"a run of {calls} dependent calls; one more call {per_call:5.2f} ms, "
+                f"fixed per run {fixed:5.1f} ms (medians of {args.repeats})"
             )
 
     print("2. whole discussion / critical path (targets: 1.1 at 50 ms, 1.05 at 200 ms)")
@@ -170,4 +194,9 @@ if __name__ == "__main__":
         help="admin URL of a PostgreSQL server to measure on ('' to skip)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--stream-tokens", action="store_true", help="publish live token events as well"
+    )
+    arguments = parser.parse_args()
+    STREAM_TOKENS = arguments.stream_tokens
+    asyncio.run(main(arguments))

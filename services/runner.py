@@ -6,6 +6,7 @@ that knows both the graphs and the database.
 
 from __future__ import annotations
 
+import time
 import traceback
 from typing import Any
 
@@ -17,6 +18,26 @@ from services.checkpoints import open_checkpointer
 from services.store.models import Run
 from services.store.repository import Store
 from services.telemetry import observe_run, trace_nodes
+
+
+class CancelWatch:
+    """Whether the run's owner asked it to stop, read from the store at most every
+    ``interval_s``: a database read before every turn would cost more than the turn's own
+    bookkeeping, and a cancel only needs to land between turns."""
+
+    def __init__(self, store: Store, run_id: str, interval_s: float = 0.5) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self.checked_at = -interval_s
+        self.cancelled = False
+
+    async def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self.checked_at >= self.interval_s:
+            self.checked_at = now
+            self.cancelled = await self.store.cancel_requested(self.run_id)
+        return self.cancelled
 
 
 class RunOutcome(dict[str, Any]):
@@ -125,7 +146,7 @@ async def _execute(
             budget=TokenBudget(limit=config.token_budget, spent=spent),
             config=config,
             resuming=resuming or spent > 0,
-            is_cancelled=lambda: store.cancel_requested(run_id),
+            is_cancelled=CancelWatch(store, run_id),
             stream_tokens=stream_tokens,
         )
         await store.mark_running(run_id)
