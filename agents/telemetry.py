@@ -19,10 +19,11 @@ as ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON, role + parts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
@@ -110,6 +111,34 @@ def record_stop(span: Span, exc: BaseException) -> None:
         span.add_event("thinktank.stopped", {"reason": type(exc).__name__, "message": str(exc)})
 
 
+@contextlib.contextmanager
+def outcome_span(
+    span_tracer: trace.Tracer,
+    name: str,
+    kind: SpanKind,
+    attributes: dict[str, Any],
+    *,
+    stops: tuple[type[BaseException], ...] = (),
+) -> Iterator[Span]:
+    """The current span for a block, recording how it ended: an exception in ``stops`` as an
+    event (an expected early end), any other as an error."""
+    with span_tracer.start_as_current_span(
+        name,
+        kind=kind,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except stops as exc:
+            record_stop(span, exc)
+            raise
+        except BaseException as exc:
+            record_error(span, exc)
+            raise
+
+
 def traced_ask(*, expected: tuple[type[BaseException], ...] = ()) -> Callable[[F], F]:
     """Decorate ``ask(ctx, agent, messages, *, key, node, round, ...)`` with an
     ``invoke_agent {agent.name}`` span; exceptions in ``expected`` are stops, not errors."""
@@ -128,21 +157,14 @@ def traced_ask(*, expected: tuple[type[BaseException], ...] = ()) -> Callable[[F
                 NODE: kwargs.get("node", ""),
                 ROUND: kwargs.get("round", 0),
             }
-            with tracer.start_as_current_span(
+            with outcome_span(
+                tracer,
                 f"invoke_agent {agent.name}",
-                kind=SpanKind.INTERNAL,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    return await ask(ctx, agent, messages, **kwargs)
-                except expected as exc:
-                    record_stop(span, exc)
-                    raise
-                except BaseException as exc:
-                    record_error(span, exc)
-                    raise
+                SpanKind.INTERNAL,
+                attributes,
+                stops=expected,
+            ):
+                return await ask(ctx, agent, messages, **kwargs)
 
         return traced  # type: ignore[return-value]
 
@@ -200,18 +222,8 @@ async def traced_generate(
         attributes[STOP_SEQUENCES] = list(params.stop)
     if params.n != 1:
         attributes[CHOICE_COUNT] = params.n
-    with tracer.start_as_current_span(
-        f"chat {model}",
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            response = await backend.generate(request, **options)
-        except BaseException as exc:
-            record_error(span, exc)
-            raise
+    with outcome_span(tracer, f"chat {model}", SpanKind.CLIENT, attributes) as span:
+        response = await backend.generate(request, **options)
         if span.is_recording():
             span.set_attributes(
                 {

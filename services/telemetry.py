@@ -42,8 +42,8 @@ from agents.telemetry import (
     CONVERSATION_ID,
     OPERATION,
     ROUND,
+    outcome_span,
     record_error,
-    record_stop,
     tracing_active,
 )
 from services import metrics
@@ -226,21 +226,10 @@ class TracedNode(Runnable[Any, Any]):
         attempt = getattr(info, "node_attempt", None)
         if isinstance(attempt, int):
             attributes[ATTEMPT] = attempt
-        with tracer.start_as_current_span(
-            f"node {self.name}",
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
+        with outcome_span(
+            tracer, f"node {self.name}", SpanKind.INTERNAL, attributes, stops=NODE_STOPS
         ) as span:
-            try:
-                yield span
-            except NODE_STOPS as exc:
-                record_stop(span, exc)
-                raise
-            except BaseException as exc:
-                record_error(span, exc)
-                raise
+            yield span
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if not tracing_active():
