@@ -248,7 +248,12 @@ def serve(
 
     settings = Settings()
     mode = f"Celery on {settings.broker_url}" if settings.broker_url else "in-process executor"
-    console.print(f"thinktank API on http://{host}:{port} (docs at /docs; runs: {mode})")
+    from services.api.auth import keys_required
+
+    keys = "required" if keys_required(settings.auth, host) else "not required"
+    console.print(
+        f"thinktank API on http://{host}:{port} (docs at /docs; runs: {mode}; API keys {keys})"
+    )
     uvicorn.run(create_app(settings, bind_host=host), host=host, port=port, log_level="info")
 
 
