@@ -31,12 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from scratch_db import create_scratch_database, drop_scratch_database
 from sqlalchemy.engine import make_url
 
 from agents.backends.scripted import ScriptedModelConfig
@@ -118,25 +118,6 @@ def check_loopback(admin_url: str) -> None:
     host = make_url(admin_url).host or LOOPBACK
     if host not in (LOOPBACK, "localhost", "::1"):
         raise SystemExit(f"--postgres must be a server on this machine, not {host!r}")
-
-
-def fresh_postgres(admin_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = f"thinktank_load_{uuid.uuid4().hex[:8]}"
-    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0]
-    return f"{base}/{name}", name
-
-
-def drop_postgres(admin_url: str, name: str) -> None:
-    import psycopg
-
-    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- the server process -------------------------------------------------------------------
@@ -528,7 +509,7 @@ def main(args: argparse.Namespace) -> int:
         server = None
         try:
             if args.database == "postgres":
-                database_url, pg_name = fresh_postgres(args.postgres)
+                database_url, pg_name = create_scratch_database(args.postgres, "thinktank_load")
             else:
                 database_url = f"sqlite+aiosqlite:///{Path(tmp) / 'load.db'}"
             max_runs = max(args.max_concurrent_runs, args.clients + 2)
@@ -551,7 +532,7 @@ def main(args: argparse.Namespace) -> int:
             if server is not None:
                 server.stop()
             if pg_name is not None:
-                drop_postgres(args.postgres, pg_name)
+                drop_scratch_database(args.postgres, pg_name)
             signal.signal(signal.SIGINT, signal.default_int_handler)
     errors = bench.errors if bench is not None else []
     print(f"3. errors: {len(errors)}")

@@ -22,9 +22,10 @@ import asyncio
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from scratch_db import create_scratch_database, drop_scratch_database
 
 from agents.backends.scripted import ScriptedBackend
 from agents.model_map import ModelRouter
@@ -129,61 +130,43 @@ async def marginal_ms(database_url: str, latency_s: float, repeats: int) -> tupl
     return per_call * 1000, (short - calls[1] * per_call) * 1000
 
 
-def fresh_postgres(admin_url: str) -> tuple[str, str]:
-    import psycopg
-
-    name = f"thinktank_bench_{uuid.uuid4().hex[:8]}"
-    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0]
-    return f"{base}/{name}", name
-
-
-def drop_postgres(admin_url: str, name: str) -> None:
-    import psycopg
-
-    libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="thinktank-bench-"))
     sqlite_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     databases = {"sqlite": sqlite_url}
     pg_name = None
     if args.postgres:
-        databases["postgresql"], pg_name = fresh_postgres(args.postgres)
+        databases["postgresql"], pg_name = create_scratch_database(args.postgres, "thinktank_bench")
 
-    print("1. orchestration overhead per call on the critical path (target < 2 ms)")
-    for label, url in databases.items():
-        await one_run(url, 0.0)  # warm up imports, schema and connection pools
-        for latency in (0.0, 0.05):
-            ms, calls = await overhead_ms(url, latency, args.repeats)
-            per_call, fixed = await marginal_ms(url, latency, args.repeats)
+    try:
+        print("1. orchestration overhead per call on the critical path (target < 2 ms)")
+        for label, url in databases.items():
+            await one_run(url, 0.0)  # warm up imports, schema and connection pools
+            for latency in (0.0, 0.05):
+                ms, calls = await overhead_ms(url, latency, args.repeats)
+                per_call, fixed = await marginal_ms(url, latency, args.repeats)
+                print(
+                    f"   {label:<10} at {latency * 1000:>3.0f} ms/call: {ms:6.2f} ms per call over "
+                    f"a run of {calls} dependent calls; one more call {per_call:5.2f} ms, "
+                    f"fixed per run {fixed:5.1f} ms (medians of {args.repeats})"
+                )
+
+        print("2. whole discussion / critical path (targets: 1.1 at 50 ms, 1.05 at 200 ms)")
+        for latency in (0.05, 0.2):
+            wall, calls, _ = await one_run(sqlite_url, latency)
             print(
-                f"   {label:<10} at {latency * 1000:>3.0f} ms/call: {ms:6.2f} ms per call over "
-                f"a run of {calls} dependent calls; one more call {per_call:5.2f} ms, "
-                f"fixed per run {fixed:5.1f} ms (medians of {args.repeats})"
+                f"   {latency * 1000:>3.0f} ms/call: {wall / (calls * latency):.3f} "
+                f"({wall:.2f} s for {calls} dependent calls)"
             )
 
-    print("2. whole discussion / critical path (targets: 1.1 at 50 ms, 1.05 at 200 ms)")
-    for latency in (0.05, 0.2):
-        wall, calls, _ = await one_run(sqlite_url, latency)
-        print(
-            f"   {latency * 1000:>3.0f} ms/call: {wall / (calls * latency):.3f} "
-            f"({wall:.2f} s for {calls} dependent calls)"
-        )
-
-    print("3. critique step with k critics / one call (target <= 1.1)")
-    latency = 0.2
-    for k in (1, 2, 4, 8):
-        _, _, timeline = await one_run(sqlite_url, latency, critics=k, rounds=1, inner=0)
-        print(f"   k={k}: {timeline.critique_step() / latency:.3f}")
-
-    if pg_name and args.postgres:
-        drop_postgres(args.postgres, pg_name)
+        print("3. critique step with k critics / one call (target <= 1.1)")
+        latency = 0.2
+        for k in (1, 2, 4, 8):
+            _, _, timeline = await one_run(sqlite_url, latency, critics=k, rounds=1, inner=0)
+            print(f"   k={k}: {timeline.critique_step() / latency:.3f}")
+    finally:
+        if pg_name:
+            drop_scratch_database(args.postgres, pg_name)
 
 
 if __name__ == "__main__":
