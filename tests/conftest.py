@@ -75,6 +75,16 @@ async def store(sqlite_url: str) -> AsyncIterator[Store]:
     await engine.dispose()
 
 
+@pytest.fixture
+async def any_store(database_url: str) -> AsyncIterator[Store]:
+    """A migrated store on each database: SQLite, then the real PostgreSQL."""
+    engine = create_engine(database_url)
+    await migrate(engine)
+    await migrate(engine)  # migrating twice is harmless: every start does it
+    yield Store(engine)
+    await engine.dispose()
+
+
 class RunHarness:
     """Submits and executes runs on one store with one backend answering every model name."""
 

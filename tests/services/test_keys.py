@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import update
 
 from services import keys
-from services.store.db import create_engine, migrate
 from services.store.models import ApiKey
 from services.store.repository import Store
-
-
-@pytest.fixture
-async def any_store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url)
-    await migrate(engine)
-    yield Store(engine)
-    await engine.dispose()
 
 
 async def test_a_key_is_found_by_itself_and_stored_only_as_a_hash(any_store: Store) -> None:

@@ -13,7 +13,6 @@ from agents.calls import TurnRecord
 from agents.model import ChatMessage
 from services import keys
 from services.ratelimit import MemoryRateLimiter, RedisRateLimiter, token_quota_left
-from services.store.db import create_engine, migrate
 from services.store.repository import Store
 
 REDIS_URL = os.environ.get("THINKTANK_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -86,14 +85,6 @@ async def test_redis_limiter_window_closes(redis_limiter: RedisRateLimiter) -> N
         assert (await short.hit("k", 1)).allowed
     finally:
         await short.close()
-
-
-@pytest.fixture
-async def any_store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url)
-    await migrate(engine)
-    yield Store(engine)
-    await engine.dispose()
 
 
 def spent(run_id: str, key: str, prompt: int, completion: int) -> TurnRecord:

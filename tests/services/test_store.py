@@ -7,18 +7,9 @@ import pytest
 from agents.backends.scripted import ScriptedBackend
 from agents.calls import TurnRecord
 from agents.model import ChatMessage
-from services.store.db import DatabaseURLError, check_database_url, create_engine, migrate
+from services.store.db import DatabaseURLError, check_database_url
 from services.store.repository import RunNotFound, Store
 from tests.conftest import RunHarness
-
-
-@pytest.fixture
-async def any_store(database_url: str):
-    engine = create_engine(database_url)
-    await migrate(engine)
-    await migrate(engine)  # migrating twice is harmless: every start does it
-    yield Store(engine)
-    await engine.dispose()
 
 
 def turn(run_id: str, key: str, **fields) -> TurnRecord:
