@@ -63,9 +63,11 @@ async def open_store(settings: Settings):
     except Exception as exc:
         await engine.dispose()
         raise CliError(f"cannot open the database {engine.url!r}: {exc}") from exc
+    store = Store(engine)
     try:
-        yield Store(engine)
+        yield store
     finally:
+        await store.close()
         await engine.dispose()
 
 

@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
             await executor.close()
             await models.close()
             await bus.close()
+            await store.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -55,6 +56,14 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def sync_twin(engine: AsyncEngine) -> Engine:
+    """A synchronous engine on the same SQLite file (plain sqlite3), with the same pragmas."""
+    url = engine.url.set(drivername="sqlite")
+    twin = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0)
+    event.listen(twin, "connect", _sqlite_pragmas)
+    return twin
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Insert, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Insert, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.calls import TurnRecord
 from services import metrics
 from services.events import EventBus
-from services.store.db import sessionmaker
+from services.store.db import sessionmaker, sync_twin
 from services.store.models import Event, Run, Turn, new_run_id
+
+T = TypeVar("T")
 
 EventListener = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
@@ -43,6 +45,13 @@ def turn_upsert(dialect_name: str) -> Insert:
         index_elements=["run_id", "key"],
         set_={name: statement.excluded[name] for name in replaced if name != "created_at"},
     )
+
+
+def insert_event(connection: Connection, run_id: str, event: str, payload: dict[str, Any]) -> int:
+    result = connection.execute(
+        insert(Event).values(run_id=run_id, type=event, payload=payload).returning(Event.id)
+    )
+    return int(result.scalar_one())
 
 
 def _now() -> datetime:
@@ -92,18 +101,30 @@ class Store:
         self.session = sessionmaker(engine)
         self.listeners: list[EventListener] = list(listeners or [])
         self._upsert_turn = turn_upsert(engine.dialect.name)
-        # SQLite has one writer at a time; queueing our own writes here is much cheaper
-        # than letting parallel branches collide and sleep in SQLite's busy handler.
-        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # SQLite has one writer at a time. Its writes go through one thread with a plain
+        # sqlite3 connection: queued there instead of colliding in SQLite's busy handler,
+        # and one thread hop per transaction instead of one per statement (aiosqlite's way).
+        self._sqlite_writer: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sqlite_writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+            self._sync_engine = sync_twin(engine)
 
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self.engine.begin() as connection:
-                yield connection
-            return
-        async with self._write_lock, self.engine.begin() as connection:
-            yield connection
+    async def _write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one committed transaction."""
+        if self._sqlite_writer is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._sqlite_writer, self._write_sync, work)
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    def _write_sync(self, work: Callable[[Connection], T]) -> T:
+        with self._sync_engine.begin() as connection:
+            return work(connection)
+
+    async def close(self) -> None:
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.shutdown(wait=True)
+            self._sync_engine.dispose()
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -126,8 +147,8 @@ class Store:
                 return existing, False
         run_id = new_run_id()
         try:
-            async with self._writing() as connection:
-                await connection.execute(
+            await self._write(
+                lambda connection: connection.execute(
                     insert(Run).values(
                         id=run_id,
                         pattern=pattern,
@@ -141,6 +162,7 @@ class Store:
                         cancel_requested=False,
                     )
                 )
+            )
         except IntegrityError:
             # two requests with one key raced; the other one's run stands
             existing = await self.find_by_idempotency_key(idempotency_key or "")
@@ -192,8 +214,8 @@ class Store:
             return list((await session.scalars(query)).all())
 
     async def _update_run(self, run_id: str, **values: Any) -> None:
-        async with self._writing() as connection:
-            await connection.execute(update(Run).where(Run.id == run_id).values(**values))
+        statement = update(Run).where(Run.id == run_id).values(**values)
+        await self._write(lambda connection: connection.execute(statement))
 
     async def request_cancel(self, run_id: str) -> Run:
         """Ask a run to stop; it stops before its next turn. A queued run is cancelled now."""
@@ -201,13 +223,12 @@ class Store:
         if run.status in TERMINAL:
             return run
         if run.status == "queued":
+            error = "cancelled before it started"
             await self._update_run(
-                run_id,
-                cancel_requested=True,
-                status="cancelled",
-                finished_at=_now(),
-                error="cancelled before it started",
+                run_id, cancel_requested=True, status="cancelled", finished_at=_now(), error=error
             )
+            # no worker will run it, so its event stream ends here
+            await self.emit(run_id, "run_finished", {"status": "cancelled", "error": error})
         else:
             await self._update_run(run_id, cancel_requested=True)
         return await self.get_run(run_id)
@@ -250,10 +271,13 @@ class Store:
         values["messages"] = [m.model_dump() for m in turn.messages]
         values["latency_ms"] = turn.latency_s * 1000.0
         payload = turn.model_dump(mode="json", exclude={"messages"})
-        async with self._writing() as connection:
-            await connection.execute(self._upsert_turn, values)
+
+        def write(connection: Connection) -> int:
+            connection.execute(self._upsert_turn, values)
             # the turn and its event commit together: a replayed stream shows every turn
-            event_id = await self._insert_event(connection, turn.run_id, "turn_finished", payload)
+            return insert_event(connection, turn.run_id, "turn_finished", payload)
+
+        event_id = await self._write(write)
         metrics.observe_turn(turn)
         await self._publish(turn.run_id, event_id, "turn_finished", payload)
 
@@ -304,17 +328,10 @@ class Store:
         """Store (unless live-only) and publish one event of a run's stream."""
         event_id = None
         if event not in LIVE_ONLY:
-            async with self._writing() as connection:
-                event_id = await self._insert_event(connection, run_id, event, payload)
+            event_id = await self._write(
+                lambda connection: insert_event(connection, run_id, event, payload)
+            )
         await self._publish(run_id, event_id, event, payload)
-
-    async def _insert_event(
-        self, connection: AsyncConnection, run_id: str, event: str, payload: dict[str, Any]
-    ) -> int:
-        result = await connection.execute(
-            insert(Event).values(run_id=run_id, type=event, payload=payload).returning(Event.id)
-        )
-        return int(result.scalar_one())
 
     async def _publish(
         self, run_id: str, event_id: int | None, event: str, payload: dict[str, Any]
