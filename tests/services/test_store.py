@@ -98,3 +98,12 @@ def test_database_urls_are_checked() -> None:
         check_database_url("mysql://u@h/db")
     with pytest.raises(DatabaseURLError, match="not a database URL"):
         check_database_url("::::")
+
+
+async def test_a_run_cancelled_while_queued_ends_its_event_stream(any_store: Store) -> None:
+    run, _ = await any_store.create_run("single", "2+2?", {})
+    cancelled = await any_store.request_cancel(run.id)
+
+    assert cancelled.status == "cancelled" and cancelled.cancel_requested
+    events = await any_store.events_after(run.id)
+    assert [(e.type, e.payload["status"]) for e in events] == [("run_finished", "cancelled")]
