@@ -44,23 +44,13 @@ class RunOutcome(dict[str, Any]):
     """status, answer, stop_reason, error and the graph's final state."""
 
 
-async def submit_run(
-    store: Store,
-    pattern: str,
-    problem: str,
-    config: dict[str, Any],
-    *,
-    idempotency_key: str | None = None,
-    api_key_id: str | None = None,
-) -> str:
+async def submit_run(store: Store, pattern: str, problem: str, config: dict[str, Any]) -> str:
     """Validate the pattern's config and store a queued run; returns its id.
 
     Raises ``UnknownPattern``, ``ValueError`` for an empty problem and pydantic's
     ``ValidationError`` for a bad config; nothing is stored then.
     """
-    run, _ = await create_run(
-        store, pattern, problem, config, idempotency_key=idempotency_key, api_key_id=api_key_id
-    )
+    run, _ = await create_run(store, pattern, problem, config)
     return run.id
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from agents.model import ModelBackend
+from agents.calls import TurnRecord
+from agents.model import ChatMessage, ModelBackend
 from agents.model_map import ModelRouter
 from services.runner import RunOutcome, execute_run, submit_run
 from services.store.db import create_engine, migrate
@@ -22,6 +23,20 @@ from services.store.repository import Store
 POSTGRES_ADMIN_URL = os.environ.get(
     "THINKTANK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def solver_turn(run_id: str, key: str, content: str = "2+2?", **fields: Any) -> TurnRecord:
+    """A stored-turn record for store tests: a solver asked ``content``."""
+    return TurnRecord(
+        run_id=run_id,
+        key=key,
+        node="solve",
+        agent="Solver",
+        role="solver",
+        model="m",
+        messages=[ChatMessage(role="user", content=content)],
+        **fields,
+    )
 
 
 def run_cli(

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agents.calls import TurnRecord
-from agents.model import ChatMessage
 from services import keys
 from services.ratelimit import MemoryRateLimiter, RedisRateLimiter, token_quota_left
 from services.store.repository import Store
+from tests.conftest import solver_turn
 
 REDIS_URL = os.environ.get("THINKTANK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -88,17 +88,7 @@ async def test_redis_limiter_window_closes(redis_limiter: RedisRateLimiter) -> N
 
 
 def spent(run_id: str, key: str, prompt: int, completion: int) -> TurnRecord:
-    return TurnRecord(
-        run_id=run_id,
-        key=key,
-        node="solve",
-        agent="Solver",
-        role="solver",
-        model="m",
-        messages=[ChatMessage(role="user", content="2+2?")],
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-    )
+    return solver_turn(run_id, key, prompt_tokens=prompt, completion_tokens=completion)
 
 
 async def test_token_quota_counts_the_keys_finished_runs_once(any_store: Store) -> None:

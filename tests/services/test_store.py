@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agents.backends.scripted import ScriptedBackend
 from agents.calls import TurnRecord
-from agents.model import ChatMessage
 from services.store.db import DatabaseURLError, check_database_url
 from services.store.repository import RunNotFound, Store
-from tests.conftest import RunHarness
+from tests.conftest import RunHarness, solver_turn
+
+HOSTILE = "2+2? it's <b>bold</b>'; DROP TABLE runs;--"
 
 
-def turn(run_id: str, key: str, **fields) -> TurnRecord:
-    return TurnRecord(
-        run_id=run_id,
-        key=key,
-        node="solve",
-        agent="Solver",
-        role="solver",
-        model="m",
-        messages=[ChatMessage(role="user", content="2+2? it's <b>bold</b>'; DROP TABLE runs;--")],
-        **fields,
-    )
+def turn(run_id: str, key: str, **fields: Any) -> TurnRecord:
+    return solver_turn(run_id, key, HOSTILE, **fields)
 
 
 async def test_runs_and_turns_round_trip(any_store: Store) -> None:
