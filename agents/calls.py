@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from agents.model import ChatMessage, ModelBackend, ModelError, ModelRequest, SamplingParams
 from agents.telemetry import mark_replayed, traced_ask, traced_generate
+from roles.outcomes import Outcome
 from roles.parsing import Parsed
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ class Recorder(Protocol):
     async def find_turn(self, run_id: str, key: str) -> TurnRecord | None: ...
 
     async def emit(self, run_id: str, event: str, payload: dict[str, Any]) -> None: ...
+
+    async def record_outcome(self, run_id: str, outcome: Outcome) -> None:
+        """Store a structured result (see :mod:`roles.outcomes`) and announce it (``outcome``)."""
+        ...
 
 
 class BudgetExhausted(Exception):

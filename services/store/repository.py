@@ -14,12 +14,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.calls import TurnRecord
+from roles.outcomes import Outcome
 from services import metrics
 from services.events import EventBus
 from services.store.db import sessionmaker, sync_twin
 from services.store.models import Event, Run, Turn, new_run_id
+from services.store.outcomes import outcome_table, outcome_upsert
 
 T = TypeVar("T")
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 
 EventListener = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
@@ -321,6 +324,33 @@ class Store:
         async with self.session() as session:
             prompt, completion = (await session.execute(query)).one()
         return int(prompt), int(completion)
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    async def record_outcome(self, run_id: str, outcome: Outcome) -> None:
+        table = outcome_table(outcome.kind)
+        values = {"run_id": run_id, **outcome.model_dump(mode="json")}
+        payload = {"kind": outcome.kind, **outcome.model_dump(mode="json")}
+        statement = outcome_upsert(table, self.engine.dialect.name)
+
+        def write(connection: Connection) -> int:
+            connection.execute(statement, values)
+            return insert_event(connection, run_id, "outcome", payload)
+
+        event_id = await self._write(write)
+        await self._publish(run_id, event_id, "outcome", payload)
+
+    async def outcomes(self, run_id: str, kind: type[OutcomeT]) -> list[OutcomeT]:
+        """A run's outcomes of one kind, in the order they were first recorded."""
+        table = outcome_table(kind.kind)
+        async with self.session() as session:
+            rows = await session.scalars(
+                select(table).where(table.run_id == run_id).order_by(table.id)
+            )
+            return [
+                kind.model_validate({name: getattr(row, name) for name in kind.model_fields})
+                for row in rows.all()
+            ]
 
     # --- live events ---------------------------------------------------------------------
 
