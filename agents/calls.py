@@ -5,7 +5,9 @@ call's tokens out of the run's budget *before* calling (so no run spends more th
 given), replays a turn already stored when a run resumes (so a killed worker neither loses nor
 duplicates a turn), calls the backend, parses the reply, and records the turn. When the run
 asks for it (``RunContext.stream_tokens``), the reply's text also goes out as it is generated,
-as live ``token`` events, all of them before the turn's ``turn_finished``.
+as live ``token`` events, all of them before the turn's ``turn_finished``. A caller that
+passes a :class:`TextWatch` also sees the text as it is generated and may stop the call early
+(the turn then keeps the text generated so far, with finish reason ``"cancelled"``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from agents.model import ChatMessage, ModelBackend, ModelError, ModelRequest, SamplingParams
+from agents.model import (
+    ChatMessage,
+    Completion,
+    ModelBackend,
+    ModelError,
+    ModelRequest,
+    SamplingParams,
+)
 from agents.telemetry import mark_replayed, traced_ask, traced_generate
 from roles.outcomes import Outcome
 from roles.parsing import Parsed
@@ -217,6 +226,38 @@ class TokenPublisher:
             self._task.cancel()
 
 
+class TextWatch:
+    """Follows one call's text as it is generated and can end the call early.
+
+    Given to :func:`ask`, ``on_text`` receives each piece of the reply as the backend produces
+    it (on the event loop; it must neither block nor raise, and an exception it raises is
+    logged and dropped), and :meth:`stop` asks the backend to end the call. A stopped call
+    returns normally: its turn is recorded with the text generated so far, finish reason
+    ``"cancelled"``, and every token the model generated counted against the run's budget.
+    A stop that comes after the reply is complete changes nothing. A turn replayed on resume
+    sends no pieces; its stored finish reason says whether it was stopped.
+    """
+
+    def __init__(self, on_text: Callable[[str], None] | None = None) -> None:
+        self.on_text = on_text
+        self.halt = asyncio.Event()
+
+    def stop(self) -> None:
+        self.halt.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self.halt.is_set()
+
+    def piece(self, piece: str) -> None:
+        if self.on_text is None:
+            return
+        try:
+            self.on_text(piece)
+        except Exception:  # a broken watcher must not break the backend delivering pieces
+            log.exception("a text watcher failed on a piece; the call goes on")
+
+
 @dataclass
 class Turn:
     """What a node gets back from :func:`ask`."""
@@ -237,14 +278,27 @@ async def ask(
     round: int = 0,
     params: SamplingParams | None = None,
     parse: Callable[[str], Any] | None = None,
+    parse_completion: Callable[[Completion], Any] | None = None,
+    watch: TextWatch | None = None,
 ) -> Turn:
-    """Call ``agent``'s model once and record the turn; see the module docstring."""
+    """Call ``agent``'s model once and record the turn; see the module docstring.
+
+    ``parse_completion`` replaces ``parse`` where a parser needs more than the text (the
+    log-probabilities of sample 0): a replayed turn gives it the stored text and finish
+    reason, with no log-probabilities, so a caller that decided on them reads the decision
+    back from ``turn.record.parsed``. ``watch`` follows the text and may stop the call.
+    """
+    if parse is not None and parse_completion is not None:
+        raise ValueError("give ask() either parse or parse_completion, not both")
     if ctx.resuming:
         stored = await ctx.recorder.find_turn(ctx.run_id, key)
         if stored is not None and stored.error is None:
             # Its tokens are already in the budget the runner rebuilt from the store.
             mark_replayed(key)
-            parsed = parse(stored.completion) if parse else None
+            if parse_completion is not None:
+                parsed = parse_completion(_stored_completion(stored))
+            else:
+                parsed = parse(stored.completion) if parse else None
             return Turn(text=stored.completion, parsed=parsed, record=stored)
     if ctx.is_cancelled is not None and await ctx.is_cancelled():
         raise RunCancelled(f"run {ctx.run_id} was cancelled")
@@ -277,7 +331,9 @@ async def ask(
     if ctx.stream_tokens:
         tokens = TokenPublisher(ctx.recorder, ctx.run_id, {"key": key, "agent": agent.name})
     try:
-        return await _call(ctx, backend, request, record, granted, parse, tokens)
+        return await _call(
+            ctx, backend, request, record, granted, parse, parse_completion, tokens, watch
+        )
     finally:
         if tokens is not None:
             tokens.cancel()  # a no-op once closed; a call cancelled mid-way drops the rest
@@ -290,7 +346,9 @@ async def _call(
     record: TurnRecord,
     granted: int,
     parse: Callable[[str], Any] | None,
+    parse_completion: Callable[[Completion], Any] | None,
     tokens: TokenPublisher | None,
+    watch: TextWatch | None,
 ) -> Turn:
     """The model call of :func:`ask` and its recorded turn, whatever the outcome."""
     started = time.perf_counter()
@@ -299,7 +357,8 @@ async def _call(
             backend,
             request,
             conversation_id=ctx.run_id,
-            on_text=tokens.put if tokens is not None else None,
+            on_text=_text_sink(tokens, watch),
+            halt=watch.halt if watch is not None else None,
         )
     except BaseException as exc:
         record.latency_s = time.perf_counter() - started
@@ -322,7 +381,10 @@ async def _call(
     record.prompt_tokens = response.prompt_tokens
     record.completion_tokens = used
     record.latency_s = response.latency_s
-    parsed = parse(completion.text) if parse else None
+    if parse_completion is not None:
+        parsed = parse_completion(completion)
+    else:
+        parsed = parse(completion.text) if parse else None
     if isinstance(parsed, BaseModel):
         record.parsed = parsed.model_dump()
     if isinstance(parsed, Parsed):
@@ -332,3 +394,36 @@ async def _call(
         await tokens.close()  # every token event before the turn's turn_finished
     await ctx.recorder.record_turn(record)
     return Turn(text=completion.text, parsed=parsed, record=record)
+
+
+def _text_sink(
+    tokens: TokenPublisher | None, watch: TextWatch | None
+) -> Callable[[str], None] | None:
+    """Where a call's pieces go: live token events, the caller's watch, both or neither."""
+    if tokens is None and watch is None:
+        return None
+    if watch is None:
+        return tokens.put if tokens is not None else None
+    if tokens is None:
+        return watch.piece
+    publish, follow = tokens.put, watch.piece
+
+    def both(piece: str) -> None:
+        publish(piece)
+        follow(piece)
+
+    return both
+
+
+def _stored_completion(stored: TurnRecord) -> Completion:
+    """A stored turn as the completion a parser sees on replay (log-probabilities are not
+    stored)."""
+    reason = stored.finish_reason if stored.finish_reason in _FINISH_REASONS else "stop"
+    return Completion(
+        text=stored.completion,
+        finish_reason=reason,  # type: ignore[arg-type]
+        completion_tokens=stored.completion_tokens,
+    )
+
+
+_FINISH_REASONS = ("stop", "length", "cancelled", "error")

@@ -7,6 +7,7 @@ models so the scripted, local and OpenAI-compatible backends cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Literal, Protocol, runtime_checkable
 
@@ -110,12 +111,28 @@ class ModelBackend(Protocol):
       and only returns the response, so a caller must not rely on receiving any piece;
     - a failed call may already have delivered part of its text. A backend retries a failure
       only while nothing has been delivered, so the pieces never restart mid-way.
+
+    ``halt``, when given, lets the caller end a call early by setting the event (on the loop
+    that awaits ``generate``); a detector that sees a solution is complete stops its solver
+    this way. The contract:
+
+    - the call then returns normally, soon (at the next token or piece), with what was
+      generated so far: finish reason ``"cancelled"`` and ``completion_tokens`` counting every
+      token the model generated, those made after the event was set included, so a token
+      budget stays exact; ``on_text`` still receives all of that text, as above;
+    - a call that ends before the event is seen ends as it would have ("stop", "length");
+    - only calls that are given it need to honour it: callers pass it only when they mean to
+      stop, so a backend written before it keeps serving every other call.
     """
 
     name: str
 
     async def generate(
-        self, request: ModelRequest, *, on_text: TextCallback | None = None
+        self,
+        request: ModelRequest,
+        *,
+        on_text: TextCallback | None = None,
+        halt: asyncio.Event | None = None,
     ) -> ModelResponse: ...
 
     async def close(self) -> None: ...

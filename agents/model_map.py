@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field
 from agents.backends.local_config import LocalModelConfig
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.backends.scripted import ScriptedBackend, ScriptedModelConfig
+from agents.backends.serving_config import RayModelConfig, VLLMModelConfig
 from agents.model import ModelBackend
 
 ModelSpec = Annotated[
-    LocalModelConfig | OpenAIModelConfig | ScriptedModelConfig,
+    LocalModelConfig | OpenAIModelConfig | ScriptedModelConfig | RayModelConfig | VLLMModelConfig,
     Field(discriminator="backend"),
 ]
 
@@ -44,6 +45,14 @@ def build_backend(
         from agents.backends.openai_compat import OpenAIBackend
 
         return OpenAIBackend(spec)
+    if isinstance(spec, RayModelConfig):  # Ray and vLLM load only when these are used
+        from agents.backends.ray_handle import RayHandleBackend
+
+        return RayHandleBackend(spec)
+    if isinstance(spec, VLLMModelConfig):
+        from agents.backends.vllm import VLLMBackend
+
+        return VLLMBackend(spec)
     # torch and transformers load only when a local model is actually used.
     from agents.backends.local import LocalBackend
 

@@ -192,13 +192,16 @@ async def traced_generate(
     *,
     conversation_id: str,
     on_text: TextCallback | None = None,
+    halt: asyncio.Event | None = None,
 ) -> ModelResponse:
     """``backend.generate(request)`` inside a ``chat {model}`` CLIENT span.
 
-    ``on_text`` is passed on only when given, so a backend written before streaming still
-    serves calls that do not stream.
+    ``on_text`` and ``halt`` are passed on only when given, so a backend written before
+    streaming (or stopping) still serves calls that do not use them.
     """
     options: dict[str, Any] = {} if on_text is None else {"on_text": on_text}
+    if halt is not None:
+        options["halt"] = halt
     if not tracing_active():
         return await backend.generate(request, **options)
     model = backend.name

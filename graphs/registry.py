@@ -8,7 +8,16 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 
-from graphs import discussion, self_consistency, single
+from graphs import (
+    discussion,
+    process_judge,
+    rlad,
+    sdv,
+    self_consistency,
+    single,
+    spc_game,
+    spc_search,
+)
 from graphs.common import PatternConfig
 
 
@@ -20,9 +29,19 @@ class Pattern:
     build_graph: Callable[[], StateGraph]
     initial_state: Callable[[str, Any], dict[str, Any]]
     recursion_limit: Callable[[Any], int]
+    solves: bool = True
+    """Whether the run's answer is an answer to the problem (so it can be checked against a
+    reference); a game's answer is its result, a judge's the step it flagged."""
 
 
-def _pattern(name: str, summary: str, module: Any, config_model: type[PatternConfig]) -> Pattern:
+def _pattern(
+    name: str,
+    summary: str,
+    module: Any,
+    config_model: type[PatternConfig],
+    *,
+    solves: bool = True,
+) -> Pattern:
     return Pattern(
         name=name,
         summary=summary,
@@ -30,6 +49,7 @@ def _pattern(name: str, summary: str, module: Any, config_model: type[PatternCon
         build_graph=module.build_graph,
         initial_state=module.initial_state,
         recursion_limit=module.recursion_limit,
+        solves=solves,
     )
 
 
@@ -48,6 +68,43 @@ PATTERNS: dict[str, Pattern] = {
             "n samples, majority vote, early stop once decided",
             self_consistency,
             self_consistency.SelfConsistencyConfig,
+        ),
+        _pattern(
+            "rlad",
+            "RLAD: an abstraction player proposes K hints, a solution player solves M times "
+            "with each, majority vote",
+            rlad,
+            rlad.RladConfig,
+        ),
+        _pattern(
+            "spc_search",
+            "SPC-guided search: a critic vets each step, rejected steps are resampled; "
+            "parallel trajectories, majority vote",
+            spc_search,
+            spc_search.SpcSearchConfig,
+        ),
+        _pattern(
+            "spc_game",
+            "SPC self-play game: a sneaky generator plants an error in a correct step, "
+            "roll-outs check it, a critic judges it; zero-sum rewards",
+            spc_game,
+            spc_game.SpcGameConfig,
+            solves=False,
+        ),
+        _pattern(
+            "sdv",
+            "Solve-Detect-Verify (FlexiVe): a detector stops the solver once it is done; k fast "
+            "checks, slow ones when they disagree; refinement with the verifier's feedback",
+            sdv,
+            sdv.SdvConfig,
+        ),
+        _pattern(
+            "process_judge",
+            "ProcessBench judge: a verifier names the earliest wrong step of a given solution, "
+            "or -1 (what `thinktank eval-critic` scores)",
+            process_judge,
+            process_judge.ProcessJudgeConfig,
+            solves=False,
         ),
     )
 }

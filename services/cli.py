@@ -6,7 +6,8 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -18,7 +19,13 @@ from agents.model_map import ModelRouter
 from graphs.registry import PATTERNS, UnknownPattern, get_pattern
 from services import keys
 from services.console import LivePrinter, print_run, print_runs
-from services.runner import execute_run, submit_run
+from services.runner import (
+    RunInterrupted,
+    execute_run,
+    holder_is_dead,
+    lease_is_live,
+    submit_run,
+)
 from services.settings import Settings
 from services.store.db import DatabaseURLError, create_engine, migrate
 from services.store.repository import RunNotFound, Store
@@ -35,6 +42,8 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+game_app = typer.Typer(help="Self-play games whose records become training data.")
+app.add_typer(game_app, name="game")
 
 console = Console()
 T = TypeVar("T")
@@ -50,6 +59,12 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
     except (CliError, DatabaseURLError, RunNotFound, UnknownPattern, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    except RunInterrupted as exc:
+        console.print(
+            f"[red]error:[/red] {exc}\nThe run keeps its stored turns; "
+            "`thinktank runs resume RUN_ID` continues it once the database is back."
+        )
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the run keeps its stored turns")
         raise typer.Exit(130) from None
@@ -177,10 +192,12 @@ def patterns() -> None:
     for spec in PATTERNS.values():
         console.print(f"[bold]{spec.name}[/bold]: {spec.summary}")
         for name, field in spec.config_model.model_fields.items():
-            default = field.get_default(call_default_factory=True)
+            if field.is_required():
+                default = "required"
+            else:
+                default = f"default: {json.dumps(field.get_default(call_default_factory=True))}"
             console.print(
-                f"  --{name.replace('_', '-'):<22} {field.description or ''} "
-                f"[dim](default: {json.dumps(default)})[/dim]"
+                f"  --{name.replace('_', '-'):<22} {field.description or ''} [dim]({default})[/dim]"
             )
 
 
@@ -231,6 +248,12 @@ def runs_resume(
             run = await store.get_run(run_id)
             if run.status == "succeeded":
                 raise CliError(f"run {run_id} already succeeded; nothing to resume")
+            if lease_is_live(run) and not holder_is_dead(run.lease_owner or ""):
+                raise CliError(
+                    f"run {run_id} is being executed by {run.lease_owner} (its lease runs "
+                    f"until {run.lease_expires_at:%H:%M:%S} UTC); if that process is gone, "
+                    "resume after then"
+                )
             return run_id
 
         await run_live(settings, check, quiet=quiet)
@@ -242,6 +265,12 @@ def runs_resume(
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind"),
     port: int = typer.Option(8000, min=1, max=65535, help="port to bind"),
+    ray: bool = typer.Option(
+        False, "--ray", help="deploy on Ray Serve: the API as an ingress, a deployment per model"
+    ),
+    serve_config: str | None = typer.Option(
+        None, help="with --ray: write a Serve config file (for `serve deploy`) and exit"
+    ),
 ) -> None:
     """Serve the HTTP API (runs in this process unless THINKTANK_BROKER_URL is set)."""
     import uvicorn
@@ -249,6 +278,9 @@ def serve(
     from services.api.app import create_app
 
     settings = Settings()
+    if ray:
+        serve_on_ray(settings, host, port, Path(serve_config) if serve_config else None)
+        return
     mode = f"Celery on {settings.broker_url}" if settings.broker_url else "in-process executor"
     from services.api.auth import keys_required
 
@@ -257,6 +289,40 @@ def serve(
         f"thinktank API on http://{host}:{port} (docs at /docs; runs: {mode}; API keys {keys})"
     )
     uvicorn.run(create_app(settings, bind_host=host), host=host, port=port, log_level="info")
+
+
+def serve_on_ray(settings: Settings, host: str, port: int, config_file: Path | None) -> None:
+    """``serve --ray``: the Serve applications of services.serving, or their config file."""
+    try:
+        from services.serving.app import ServingConfigError, plan_apps, serve_config
+        from services.serving.run import serve_forever
+    except ImportError as exc:
+        console.print(
+            f"[red]error:[/red] --ray needs Ray Serve (pip install 'thinktank[serve]'): {exc}"
+        )
+        raise typer.Exit(2) from None
+    try:
+        plan_apps(settings)
+    except ServingConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if config_file is not None:
+        import yaml
+
+        config_file.write_text(yaml.safe_dump(serve_config(settings, host=host, port=port)))
+        console.print(f"wrote {config_file}: run it with `serve deploy {config_file}`")
+        return
+
+    def report(apps: list) -> None:
+        for served in apps:
+            models = ", ".join(
+                f"{m.spec.deployment_name()} ({', '.join(m.names)})" for m in served.models
+            )
+            where = f"http://{host}:{port}{served.route_prefix.rstrip('/')}"
+            console.print(f"{served.name}: {where}" + (f"  models: {models}" if models else ""))
+        console.print("serving on Ray; Ctrl-C stops")
+
+    serve_forever(settings, host, port, report)
 
 
 @app.command()
@@ -387,6 +453,615 @@ def keys_revoke(
             except (keys.KeyNotFound, keys.AmbiguousKey) as exc:
                 raise CliError(str(exc)) from None
         console.print(f"revoked API key {row.id} ({escape(row.name)}, prefix {row.prefix})")
+
+    run_async(main)
+
+
+@game_app.command(
+    "spc",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Game options (--rollouts 8, --round 1, --critic-model critic-0, ...): "
+    "`thinktank patterns`, under spc_game.",
+)
+def game_spc(
+    ctx: typer.Context,
+    problems: str = typer.Option(
+        ..., "--problems", help='JSONL of {"problem", "answer"[, "solution"]}, or a gen: source'
+    ),
+    games: int = typer.Option(1, "--games", min=1, help="games to play (problems are cycled)"),
+    concurrency: int = typer.Option(1, min=1, max=64, help="games played at once"),
+) -> None:
+    """Play SPC self-play games: a sneaky generator against a step critic, one run per game."""
+    from roles.spc import SpcGame, summarize_games
+    from training.problems import Problem, load_problems
+
+    settings = Settings()
+
+    async def main() -> None:
+        options = parse_pattern_options(ctx.args)
+        for taken in ("reference_answer", "solution"):
+            if taken in options:
+                raise CliError(f"--{taken.replace('_', '-')} comes from each problem of --problems")
+        loaded = load_problems(problems)
+        playable = [p for p in loaded if p.answer]
+        if not playable:
+            raise CliError(f"{problems}: no problem has a reference answer to play a game on")
+        spec = get_pattern("spc_game")
+        try:
+            spec.config_model.model_validate({**options, "reference_answer": "0"})
+        except ValidationError as exc:
+            raise CliError(validation_message(spec.name, exc)) from None
+        if len(playable) < len(loaded):
+            console.print(f"[dim]skipping {len(loaded) - len(playable)} problems without an answer")
+        schedule = [playable[i % len(playable)] for i in range(games)]
+        configure_tracing()
+        models = ModelRouter(settings.models, on_progress=lambda m: console.print(f"[dim]· {m}"))
+        gate = asyncio.Semaphore(concurrency)
+        finished = 0
+
+        async def play(store: Store, problem: Problem) -> tuple[str, list[SpcGame]]:
+            nonlocal finished
+            config = {**options, "reference_answer": problem.answer}
+            solution = problem.meta.get("solution")
+            steps_correct = problem.first_error_step in (None, -1)
+            if not isinstance(solution, str) and problem.solution_steps and steps_correct:
+                solution = "\n\n".join(problem.solution_steps)
+            if isinstance(solution, str) and solution.strip():
+                config["solution"] = solution
+            async with gate:
+                run_id = await submit_run(store, spec.name, problem.problem, config)
+                outcome = await execute_run(
+                    run_id,
+                    store=store,
+                    models=models,
+                    database_url=settings.database_url,
+                    stream_tokens=False,
+                )
+                played = await store.outcomes(run_id, SpcGame)
+            finished += 1
+            if played:
+                g = played[0]
+                what = (
+                    f"{g.result} (critic {g.critic_reward:+d}, sneaky {g.sneaky_reward:+d}; "
+                    f"step {g.step_index + 1}/{g.steps_total}, {g.error_type or 'no error type'})"
+                )
+            elif outcome["status"] == "succeeded":
+                what = f"no game ({outcome['stop_reason']})"
+            else:
+                what = f"[red]{outcome['status']}[/red]: {escape(str(outcome['error']))}"
+            console.print(f"game {finished}/{games} · {escape(problem.id)} · run {run_id} · {what}")
+            return outcome["status"], played
+
+        try:
+            async with open_store(settings) as store:
+                results = await asyncio.gather(*(play(store, p) for p in schedule))
+        finally:
+            await models.close()
+        summary = summarize_games(g for _, played in results for g in played)
+        failed = sum(status != "succeeded" for status, _ in results)
+        table = Table("SPC games", Column("", justify="right"))
+        for label, value in (
+            ("games played", str(summary.games)),
+            ("valid rewrites", str(summary.valid)),
+            ("critic wins (error detected)", str(summary.critic_wins)),
+            ("sneaky wins (critic fooled)", str(summary.sneaky_wins)),
+            ("invalid rewrites", str(summary.invalid)),
+            ("unreadable verdicts", str(summary.unparsed)),
+            ("runs without a game", str(len(results) - summary.games - failed)),
+            ("failed runs", str(failed)),
+            ("critic reward", f"{summary.critic_reward:+d}"),
+            ("sneaky reward", f"{summary.sneaky_reward:+d}"),
+            ("critic reward on original steps", f"{summary.paired_reward:+d}"),
+        ):
+            table.add_row(label, value)
+        console.print(table)
+        if failed:
+            raise typer.Exit(1)
+
+    run_async(main)
+
+
+# --- training: thin commands over training.jobs and training.registry ----------------------
+
+train_app = typer.Typer(
+    help="Train LoRA adapters (SFT, game-reward RL) as model versions.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+models_app = typer.Typer(help="Registered model versions (trained adapters).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+TRAIN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+LAUNCHER_FIELDS = frozenset({"base_adapter", "parent", "dataset_hash"})
+
+
+def _train_config(kind: str, args: list[str]) -> Any:
+    from training.jobs import CONFIGS, config_for
+
+    options = parse_pattern_options(args)
+    for filled in LAUNCHER_FIELDS & options.keys():
+        raise CliError(f"--{filled.replace('_', '-')} is filled in by thinktank, not by hand")
+    try:
+        return config_for(kind, options)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = "--" + ".".join(str(p) for p in error["loc"]).replace("_", "-")
+            if error["type"] == "extra_forbidden":
+                known = ", ".join(
+                    "--" + f.replace("_", "-")
+                    for f in CONFIGS[kind].model_fields
+                    if f not in LAUNCHER_FIELDS
+                )
+                problems.append(f"{where} is not an option of train {kind} (options: {known})")
+            elif where == "--":
+                problems.append(error["msg"].removeprefix("Value error, "))
+            else:
+                problems.append(f"{where}: {error['msg']}")
+        raise CliError("; ".join(problems)) from None
+
+
+def start_training(
+    kind: str,
+    args: list[str],
+    *,
+    resume: bool,
+    detach: bool,
+    launcher: str,
+    nproc_per_node: int,
+    idempotency_key: str | None,
+    ray_address: str | None = None,
+    gpus: float = 0.0,
+) -> None:
+    """Store (or find) the training run, launch its job, and follow it to the end."""
+    from services.training_console import metrics_summary
+    from training import jobs, registry
+    from training.datasets import DatasetError
+
+    settings = Settings()
+    if launcher not in ("subprocess", "torchrun", "ray"):
+        console.print(
+            f"[red]error:[/red] --launcher is subprocess, torchrun or ray, not {launcher!r}"
+        )
+        raise typer.Exit(2)
+    options = jobs.LaunchOptions(
+        launcher=launcher, nproc_per_node=nproc_per_node, ray_address=ray_address, gpus=gpus
+    )
+
+    async def submit() -> tuple[str, Any] | None:
+        config = _train_config(kind, args)
+        async with open_store(settings) as store:
+            try:
+                sub = await jobs.submit_training(
+                    store, kind, config, key=idempotency_key, resume=resume
+                )
+            except (jobs.JobConflict, DatasetError, registry.ModelVersionExists) as exc:
+                raise CliError(str(exc)) from None
+            run = sub.run
+            if sub.action == "done":
+                version = await registry.get_model_version(store, run.model_name)
+                console.print(
+                    f"already trained with these settings and data: model version "
+                    f"{escape(version.name)} (training run {run.id}); "
+                    f"{metrics_summary(version.kind, version.metrics)}"
+                )
+                return None
+            if sub.action == "running":
+                raise CliError(
+                    f"training run {run.id} with these settings is already running (pid "
+                    f"{run.pid} on {run.host}); follow it with `thinktank train show {run.id}`"
+                )
+            if sub.action == "stopped":
+                step = (run.progress or {}).get("step")
+                at = f" at step {step}/{run.progress.get('total_steps')}" if step else ""
+                raise CliError(
+                    f"training run {run.id} with these settings stopped{at} ({run.status}: "
+                    f"{run.error or 'no reason recorded'}); add --resume to continue it from "
+                    "its last checkpoint"
+                )
+            verb = "resuming" if sub.action == "resume" else "starting"
+            console.print(
+                f"{verb} training run {run.id}: {kind} → model version {escape(run.model_name)}"
+            )
+            if options.launcher == "ray":
+                try:
+                    job = await jobs.launch_ray(
+                        store, run, database_url=settings.database_url, options=options
+                    )
+                except jobs.JobConflict as exc:
+                    raise CliError(str(exc)) from None
+                return run.id, job
+            process = await jobs.launch(
+                store, run, database_url=settings.database_url, options=options, detach=detach
+            )
+            return run.id, process
+
+    submitted = run_async(submit)
+    if submitted is None:
+        return
+    run_id, job = submitted
+    if isinstance(job, str):  # a Ray job: the cluster runs it, whatever happens here
+        console.print(f"Ray job {job} (`ray job logs {job}`)")
+        if detach:
+            console.print(f"follow it with `thinktank train show {run_id}`")
+            return
+        ray_code = jobs.wait_ray(options, job)
+        if ray_code is None:
+            console.print(f"[yellow]stopped following[/yellow]: Ray job {job} goes on")
+            raise typer.Exit(130)
+        code = ray_code
+    elif detach:
+        console.print(
+            f"running in the background (pid {job.pid}); log: {jobs.log_path(run_id)}; "
+            f"follow it with `thinktank train show {run_id}`"
+        )
+        return
+    else:
+        code = jobs.wait_attached(job)
+
+    async def settle() -> tuple[Any, Any]:
+        async with open_store(settings) as store:
+            run = await jobs.settle(store, run_id, code)
+            version = None
+            if run.status == "succeeded":
+                version = await registry.get_model_version(store, run.model_name)
+            return run, version
+
+    run, version = run_async(settle)
+    if version is not None:
+        console.print(
+            f"registered model version [bold]{escape(version.name)}[/bold]: "
+            f"{metrics_summary(version.kind, version.metrics)}"
+        )
+        console.print(f"adapter: {escape(version.adapter_path)}", highlight=False)
+        return
+    if run.status == "interrupted":
+        console.print(
+            f"[yellow]interrupted[/yellow]: training run {run_id} keeps its checkpoints; run "
+            "the same command with --resume to continue"
+        )
+        raise typer.Exit(130)
+    console.print(f"[red]training failed[/red]: {escape(run.error or 'no reason recorded')}")
+    raise typer.Exit(1)
+
+
+def _train_command(kind: str, summary: str) -> None:
+    @train_app.command(
+        kind,
+        context_settings=TRAIN_CONTEXT,
+        help=summary,
+        epilog=f"Trainer options (--data FILE, --base, --name, --max-steps, ...): "
+        f"`thinktank train options {kind}`.",
+    )
+    def command(
+        ctx: typer.Context,
+        resume: bool = typer.Option(
+            False, "--resume", help="continue the stopped run with these settings"
+        ),
+        detach: bool = typer.Option(
+            False, "--detach", help="run in the background; follow with `train show`"
+        ),
+        launcher: str = typer.Option(
+            "subprocess", help="subprocess or torchrun (here), or ray (a Ray Job)"
+        ),
+        nproc_per_node: int = typer.Option(1, min=1, help="processes (GPUs) for torchrun"),
+        ray_address: str | None = typer.Option(
+            None, help="Ray job server for --launcher ray (default: $RAY_ADDRESS)"
+        ),
+        gpus: float = typer.Option(0.0, min=0, help="GPUs a Ray job asks for"),
+        idempotency_key: str | None = typer.Option(
+            None, help="the training's identity (default: a hash of kind, settings, data)"
+        ),
+    ) -> None:
+        start_training(
+            kind,
+            ctx.args,
+            resume=resume,
+            detach=detach,
+            launcher=launcher,
+            nproc_per_node=nproc_per_node,
+            idempotency_key=idempotency_key,
+            ray_address=ray_address,
+            gpus=gpus,
+        )
+
+
+_train_command(
+    "sft", "Fine-tune a LoRA adapter on chat examples and register it as a model version."
+)
+_train_command(
+    "rl",
+    "Train a LoRA adapter on scored completions (group-relative policy gradient, clipped "
+    "ratio, KL to the base) and register it as a model version.",
+)
+
+
+@train_app.command("options")
+def train_options(kind: str = typer.Argument(..., help="sft or rl")) -> None:
+    """List every option of a trainer, with its default."""
+    from services.training_console import print_config_options
+    from training.jobs import CONFIGS
+
+    if kind not in CONFIGS:
+        console.print(f"[red]error:[/red] unknown trainer {kind!r} (sft or rl)")
+        raise typer.Exit(2)
+    print_config_options(console, f"train {kind}", CONFIGS[kind])
+
+
+@train_app.command("list")
+def train_list(
+    limit: int = typer.Option(20, min=1, max=1000, help="most runs shown, newest first"),
+) -> None:
+    """List training runs, newest first."""
+    from services.training_console import print_training_runs
+    from training import registry
+
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            print_training_runs(console, await registry.list_training_runs(store, limit=limit))
+
+    run_async(main)
+
+
+@train_app.command("show")
+def train_show(
+    run_id: str = typer.Argument(..., help="the training run's id (from `train list`)"),
+    as_json: bool = typer.Option(False, "--json", help="print the run as JSON"),
+) -> None:
+    """Show a training run: status, progress, process, settings."""
+    from services.training_console import print_training_run
+    from training import jobs, registry
+
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            try:
+                run = await registry.get_training_run(store, run_id)
+            except registry.TrainingRunNotFound as exc:
+                raise CliError(str(exc)) from None
+            print_training_run(console, await jobs.refresh_status(store, run), as_json=as_json)
+
+    run_async(main)
+
+
+@models_app.command("list")
+def models_list(
+    role: str | None = typer.Option(None, help="only versions for this logical model"),
+    kind: str | None = typer.Option(None, help="only sft or rl versions"),
+    limit: int = typer.Option(50, min=1, max=1000, help="most versions shown, newest first"),
+) -> None:
+    """List registered model versions, newest first."""
+    from services.training_console import print_model_versions
+    from training import registry
+
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            versions = await registry.list_model_versions(store, limit=limit, kind=kind, role=role)
+        print_model_versions(console, versions)
+
+    run_async(main)
+
+
+@models_app.command("show")
+def models_show(
+    name: str = typer.Argument(..., help="the model version's name (from `models list`)"),
+    as_json: bool = typer.Option(False, "--json", help="print the version as JSON"),
+) -> None:
+    """Show a model version: base, adapter, dataset, metrics, training settings."""
+    from services.training_console import print_model_version
+    from training import registry
+
+    settings = Settings()
+
+    async def main() -> None:
+        async with open_store(settings) as store:
+            try:
+                version = await registry.get_model_version(store, name)
+            except registry.ModelVersionNotFound as exc:
+                raise CliError(str(exc)) from None
+        print_model_version(console, version, as_json=as_json)
+
+    run_async(main)
+
+
+# --- evaluation: thin commands over training.evaluation and training.critic_eval ------------
+
+
+async def _run_evaluation(
+    settings: Settings, evaluate: Callable[[Store, ModelRouter, Any], Awaitable[T]]
+) -> T:
+    """Open the store and the models, show a progress bar on stderr, and run ``evaluate``."""
+    from services.eval_console import ProgressBar
+
+    configure_tracing()
+    errors = Console(stderr=True)
+    models = ModelRouter(settings.models, on_progress=lambda m: errors.print(f"[dim]· {m}"))
+    bar = ProgressBar()
+    try:
+        async with open_store(settings) as store:
+            return await evaluate(store, models, bar)
+    except asyncio.CancelledError:
+        bar.close()
+        errors.print(
+            "[yellow]interrupted[/yellow]: what finished is stored; run the same command again "
+            "to resume"
+        )
+        raise
+    finally:
+        bar.close()
+        await models.close()
+
+
+def _evaluation_out(name: str, out: Path | None) -> Path:
+    from services.settings import data_dir
+
+    return out if out is not None else data_dir() / "evaluations" / name
+
+
+def _config_error(exc: ValidationError) -> CliError:
+    return CliError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+
+
+def _report_end(status: str, pending: int, results: Path) -> None:
+    console.print(f"results: {results}", highlight=False)
+    console.print(
+        "every item names its run: `thinktank runs show RUN_ID` shows its transcript",
+        highlight=False,
+    )
+    if status != "finished":
+        console.print(
+            f"[yellow]{pending} item(s) did not finish[/yellow]: run the same command again "
+            "to finish them"
+        )
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_patterns(
+    source: str = typer.Option(
+        ...,
+        "--source",
+        help="a problem file or folder (GSM8K, MATH, AIME, problem/answer JSONL) or "
+        "gen:KIND[?difficulty=D&n=N&seed=S]",
+    ),
+    patterns: str = typer.Option(
+        "single,self-consistency", "--patterns", help="comma-separated patterns to compare"
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="the first N problems"),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=256, help="runs at once"),
+    budget_tokens: int | None = typer.Option(
+        None,
+        "--budget-tokens",
+        min=1,
+        help="generated tokens each pattern may spend on all the problems (equal cost)",
+    ),
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="PATTERN.FIELD=VALUE, or FIELD=VALUE for every pattern that has FIELD "
+            "(repeatable)",
+        ),
+    ] = None,
+    seed: int = typer.Option(0, "--seed", help="seed of a gen: source"),
+    name: str | None = typer.Option(
+        None, "--name", help="the evaluation's name; the same name resumes it (default: a hash)"
+    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="folder for results.json and the plot (default: under the data dir)"
+        ),
+    ] = None,
+) -> None:
+    """Compare patterns on the same problems: accuracy, tokens, time. Rerun to resume."""
+    from training.evaluation import (
+        EvalConfig,
+        evaluate_patterns,
+        pattern_options,
+        render_table,
+        write_results,
+    )
+
+    settings = Settings()
+
+    async def main() -> None:
+        names = [get_pattern(p).name for p in patterns.split(",") if p.strip()]
+        if not names:
+            raise CliError("--patterns names no pattern")
+        try:
+            config = EvalConfig(
+                patterns=names,
+                source=source,
+                limit=limit,
+                seed=seed,
+                options=pattern_options(names, option or []),
+                budget_tokens=budget_tokens,
+                name=name,
+                concurrency=concurrency,
+            )
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+        summary, items = await _run_evaluation(
+            settings,
+            lambda store, models, bar: evaluate_patterns(
+                store, models, settings.database_url, config, on_progress=bar
+            ),
+        )
+        console.print(render_table(summary), markup=False, highlight=False, soft_wrap=True)
+        results, plot = write_results(summary, items, _evaluation_out(summary.name, out))
+        console.print(f"plot: {plot}", highlight=False)
+        _report_end(summary.status, sum(p.pending for p in summary.patterns), results)
+
+    run_async(main)
+
+
+@app.command("eval-critic")
+def eval_critic(
+    source: str = typer.Option(
+        ..., "--source", help="a ProcessBench or PRM800K file (or folder) of labelled steps"
+    ),
+    model: str = typer.Option("verifier", "--model", help="logical model name of the judge"),
+    mode: str = typer.Option("slow", "--mode", help="slow: critique each step; fast: at once"),
+    samples: int = typer.Option(1, "--samples", min=1, max=16, help="judgments voted per item"),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="budget of each judgment"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="the first N solutions"),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, max=256, help="runs at once"),
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="FIELD=VALUE of the process_judge pattern (repeatable)"
+        ),
+    ] = None,
+    name: str | None = typer.Option(
+        None, "--name", help="the evaluation's name; the same name resumes it (default: a hash)"
+    ),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="folder for results.json (default: under the data dir)"),
+    ] = None,
+) -> None:
+    """Score a critic the ProcessBench way: earliest wrong step or -1; F1 per subset."""
+    from training.critic_eval import (
+        JUDGE_PATTERN,
+        CriticEvalConfig,
+        evaluate_critic,
+        render_critic_table,
+        write_critic_results,
+    )
+    from training.evaluation import pattern_options
+
+    settings = Settings()
+
+    async def main() -> None:
+        try:
+            config = CriticEvalConfig(
+                source=source,
+                judge_model=model,
+                mode=mode,
+                samples=samples,
+                max_tokens=max_tokens,
+                limit=limit,
+                options=pattern_options([JUDGE_PATTERN], option or []).get(JUDGE_PATTERN, {}),
+                name=name,
+                concurrency=concurrency,
+            )
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+        result, items = await _run_evaluation(
+            settings,
+            lambda store, models, bar: evaluate_critic(
+                store, models, settings.database_url, config, on_progress=bar
+            ),
+        )
+        console.print(render_critic_table(result), markup=False, highlight=False, soft_wrap=True)
+        results = write_critic_results(result, items, _evaluation_out(result.name, out))
+        _report_end(result.status, sum(not i.ended for i in items), results)
 
     run_async(main)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -54,42 +55,79 @@ class InMemoryBus:
         self._queues.clear()
 
 
+log = logging.getLogger(__name__)
+
+
 def channel(run_id: str) -> str:
     return f"thinktank:events:{run_id}"
 
 
 class RedisBus:
-    """Workers publish, API processes subscribe, through Redis pub/sub."""
+    """Workers publish, API processes subscribe, through Redis pub/sub.
+
+    Live delivery only: every event that matters is in the store first. So a Redis outage
+    never fails a run (a publish that cannot reach Redis is dropped), and subscribers
+    reconnect by themselves; what they missed meanwhile, the event streams read back from
+    the store (services.api.runs).
+    """
 
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
 
         self._redis = redis.Redis.from_url(url)
+        self._warned = False
 
     async def publish(self, run_id: str, event: Event) -> None:
-        await self._redis.publish(channel(run_id), json.dumps(event, default=str))
+        from redis.exceptions import RedisError
+
+        try:
+            await self._redis.publish(channel(run_id), json.dumps(event, default=str))
+            self._warned = False
+        except (RedisError, OSError) as exc:
+            if not self._warned:  # once per outage, not once per token
+                log.warning("live events are not delivered, Redis is unreachable: %s", exc)
+                self._warned = True
 
     @contextlib.asynccontextmanager
     async def subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue]:
+        from redis.exceptions import RedisError
+
         queue: asyncio.Queue = asyncio.Queue(10_000)
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(channel(run_id))
+        subscribed = asyncio.Event()
 
         async def pump() -> None:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    with contextlib.suppress(asyncio.QueueFull):
-                        queue.put_nowait(json.loads(message["data"]))
+            delay = 0.2
+            while True:
+                pubsub = self._redis.pubsub()
+                try:
+                    await pubsub.subscribe(channel(run_id))
+                    subscribed.set()
+                    delay = 0.2
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            with contextlib.suppress(asyncio.QueueFull):
+                                queue.put_nowait(json.loads(message["data"]))
+                except (RedisError, OSError) as exc:
+                    log.info("event subscription lost (%s); reconnecting", exc)
+                    subscribed.set()  # the stream goes on from the store meanwhile
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
         task = asyncio.create_task(pump())
+        try:
+            # subscribed before the caller replays the store, so no event falls in between
+            await asyncio.wait_for(subscribed.wait(), timeout=5)
+        except TimeoutError:
+            log.warning("event subscription for run %s is slow to start", run_id)
         try:
             yield queue
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            await pubsub.unsubscribe(channel(run_id))
-            await pubsub.aclose()
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -8,7 +8,7 @@ import logging
 from typing import Protocol
 
 from agents.model_map import ModelRouter
-from services.runner import execute_run
+from services.runner import RunInterrupted, execute_run
 from services.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,13 @@ class InProcessExecutor:
         max_concurrent: int = 4,
         *,
         stream_tokens: bool = True,
+        lease_s: float = 30.0,
     ) -> None:
         self.store = store
         self.models = models
         self.database_url = database_url
         self.stream_tokens = stream_tokens
+        self.lease_s = lease_s
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -61,12 +63,19 @@ class InProcessExecutor:
                     models=self.models,
                     database_url=self.database_url,
                     stream_tokens=self.stream_tokens,
+                    lease_s=self.lease_s,
                 )
-            except Exception:  # execute_run records failures; this is a bug or a lost database
+            except RunInterrupted as exc:  # enqueued again once its lease is free
+                log.warning("run %s was interrupted: %s", run_id, exc)
+            except Exception:  # execute_run records failures; this is a bug
                 log.exception("run %s could not be executed", run_id)
 
     async def recover(self) -> int:
-        """Enqueue the runs a previous process left unfinished; returns how many."""
+        """Enqueue the runs a previous process left unfinished; returns how many.
+
+        Its queue died with it, so queued runs go at once; a run whose lease the previous
+        process still holds is skipped now and enqueued again when the lease expires
+        (services.recovery)."""
         unfinished = [
             run
             for status in ("running", "queued")

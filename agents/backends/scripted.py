@@ -8,11 +8,17 @@ call take a fixed time, which the overhead benchmark subtracts.
 Given ``on_text``, a call "types" its first sample word by word (each piece a word with the
 whitespace after it), the pieces spread evenly over the call's delay and the last one due when
 the call ends, so streaming neither lengthens a call nor hides the order of its pieces.
+
+Given ``halt``, a call stops typing as soon as the event is set and returns the words typed so
+far (finish reason ``"cancelled"``, one token per word typed); other samples of the call are
+cut to the same share of their words. A reply scripted as :class:`Logprobs` also carries
+log-probabilities (for a caller that asks for ``top_logprobs``); plain replies carry none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import defaultdict
@@ -22,18 +28,28 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agents.model import Completion, ModelRequest, ModelResponse, TextCallback
+from agents.model import Completion, ModelRequest, ModelResponse, TextCallback, TokenLogprob
+
+
+@dataclass(frozen=True)
+class Logprobs:
+    """A reply with scripted log-probabilities for its first token (a word): ``top`` maps
+    alternatives to their log-probabilities, as a backend's ``top_logprobs`` would. They are
+    returned only when the request asks for ``top_logprobs``, cut to that many."""
+
+    reply: str
+    top: dict[str, float]
 
 
 @dataclass(frozen=True)
 class Slow:
     """A reply that takes ``delay_s`` longer than the backend's fixed latency."""
 
-    reply: str | Callable[[ModelRequest], str] | BaseException
+    reply: str | Callable[[ModelRequest], str] | BaseException | Logprobs
     delay_s: float
 
 
-Reply = str | Callable[[ModelRequest], str] | BaseException | Slow
+Reply = str | Callable[[ModelRequest], str] | BaseException | Logprobs | Slow
 
 
 class ScriptedModelConfig(BaseModel):
@@ -91,7 +107,11 @@ class ScriptedBackend:
         return items[index]
 
     async def generate(
-        self, request: ModelRequest, *, on_text: TextCallback | None = None
+        self,
+        request: ModelRequest,
+        *,
+        on_text: TextCallback | None = None,
+        halt: asyncio.Event | None = None,
     ) -> ModelResponse:
         self.requests.append(request)
         started = time.perf_counter()
@@ -103,10 +123,14 @@ class ScriptedBackend:
         outcomes = [self._complete(reply, request) for reply in replies]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        typed: float | None = None  # share of sample 0 typed before a halt; None: all of it
         try:
             first = outcomes[0]
-            if on_text is not None and isinstance(first, Completion):
-                await _type(first.text, delay, on_text)
+            if (on_text is not None or halt is not None) and isinstance(first, Completion):
+                typed = await _type(first.text, delay, on_text or _ignore, halt)
+            elif halt is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(halt.wait(), delay)
             elif delay:
                 await asyncio.sleep(delay)
         finally:
@@ -115,7 +139,7 @@ class ScriptedBackend:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-            completions.append(outcome)
+            completions.append(outcome if typed is None else _cut(outcome, typed))
         prompt_tokens = sum(count_words(m.content) for m in request.messages)
         return ModelResponse(
             completions=completions,
@@ -131,6 +155,9 @@ class ScriptedBackend:
             reply = reply.reply
         if isinstance(reply, BaseException):
             return reply
+        top: dict[str, float] | None = None
+        if isinstance(reply, Logprobs):
+            reply, top = reply.reply, reply.top
         if callable(reply):
             try:
                 text = reply(request)
@@ -143,7 +170,15 @@ class ScriptedBackend:
         if len(words) > request.params.max_tokens:
             text = " ".join(words[: request.params.max_tokens])
             finish = "length"
-        return Completion(text=text, finish_reason=finish, completion_tokens=count_words(text))
+        logprobs = None
+        if top is not None and request.params.top_logprobs > 0:
+            logprobs = _scripted_logprobs(text, top, request.params.top_logprobs)
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            completion_tokens=count_words(text),
+            logprobs=logprobs,
+        )
 
     async def close(self) -> None:
         return None
@@ -158,19 +193,65 @@ def word_pieces(text: str) -> list[str]:
     return [piece for piece in _WORD_START.split(text) if piece]
 
 
-async def _type(text: str, delay_s: float, on_text: TextCallback) -> None:
+async def _type(
+    text: str, delay_s: float, on_text: TextCallback, halt: asyncio.Event | None = None
+) -> float | None:
     """Hand ``text`` to ``on_text`` word by word, piece i of n due at (i + 1) / n of the delay.
 
     Deadlines are absolute, so sleeping late for one piece does not push back the others or
-    the end of the call.
+    the end of the call. Once ``halt`` is set no further piece goes out, and the share of the
+    pieces typed is returned (None when the text went out whole).
     """
     pieces = word_pieces(text)
     loop = asyncio.get_running_loop()
     start = loop.time()
     for index, piece in enumerate(pieces):
         wait = start + delay_s * (index + 1) / len(pieces) - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if await _pause(wait, halt):
+            return index / len(pieces)
         on_text(piece)
-    if not pieces and delay_s:
-        await asyncio.sleep(delay_s)
+    if not pieces and await _pause(delay_s, halt):
+        return 0.0
+    return None
+
+
+async def _pause(wait_s: float, halt: asyncio.Event | None) -> bool:
+    """Sleep ``wait_s`` (nothing when it is not positive); True when ``halt`` is set."""
+    if halt is None:
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        return False
+    if wait_s > 0 and not halt.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(halt.wait(), wait_s)
+    return halt.is_set()
+
+
+def _cut(completion: Completion, share: float) -> Completion:
+    """A sample stopped after ``share`` of its pieces: the text typed by then."""
+    pieces = word_pieces(completion.text)
+    text = "".join(pieces[: round(share * len(pieces))])
+    logprobs = completion.logprobs[: count_words(text)] if completion.logprobs else None
+    return Completion(
+        text=text,
+        finish_reason="cancelled",
+        completion_tokens=count_words(text),
+        logprobs=logprobs,
+    )
+
+
+def _ignore(piece: str) -> None:
+    return None
+
+
+def _scripted_logprobs(text: str, top: dict[str, float], k: int) -> list[TokenLogprob]:
+    """One entry per word: the first carries the scripted alternatives (best k), the rest are
+    certain."""
+    words = text.split()
+    if not words:
+        return []
+    best = dict(sorted(top.items(), key=lambda item: item[1], reverse=True)[:k])
+    first = TokenLogprob(
+        token=words[0], logprob=top.get(words[0], max(top.values(), default=0.0)), top=best
+    )
+    return [first, *(TokenLogprob(token=word, logprob=0.0) for word in words[1:])]

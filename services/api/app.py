@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -16,8 +17,10 @@ from services.api import health, runs
 from services.api.auth import ApiKeyAuth
 from services.api.deps import Services
 from services.api.limits import BodySizeLimit
+from services.dashboard import mount_dashboard
 from services.events import EventBus, InMemoryBus, RedisBus
 from services.executor import CeleryExecutor, Executor, InProcessExecutor
+from services.recovery import requeue_forever
 from services.settings import Settings
 from services.store.db import create_engine, migrate
 from services.store.repository import RunNotFound, Store
@@ -47,6 +50,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
         store = Store(engine, bus=bus)
         models = ModelRouter(settings.models)
         executor: Executor
+        reaper: asyncio.Task[None] | None = None
         if settings.broker_url:
             executor = CeleryExecutor(settings.broker_url)
         else:
@@ -56,12 +60,25 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
                 settings.database_url,
                 settings.max_concurrent_runs,
                 stream_tokens=settings.stream_tokens,
+                lease_s=settings.run_lease_s,
             )
             await executor.recover()
+            # Celery workers look for abandoned runs themselves (services.worker); in
+            # embedded mode this process is the worker.
+            reaper = asyncio.create_task(
+                requeue_forever(
+                    store,
+                    executor,
+                    interval_s=settings.reap_interval_s,
+                    requeue_after_s=settings.requeue_after_s,
+                )
+            )
         app.state.services = Services(settings=settings, store=store, executor=executor, bus=bus)
         try:
             yield
         finally:
+            if reaper is not None:
+                reaper.cancel()
             await executor.close()
             await models.close()
             await bus.close()
@@ -82,6 +99,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
     from services.api import openai_face
 
     app.include_router(openai_face.router)
+    mount_dashboard(app)  # /ui: static files, open without a key; the data behind it is not
 
     @app.exception_handler(RunNotFound)
     async def not_found(_request: Request, exc: RunNotFound) -> JSONResponse:

@@ -14,8 +14,10 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from graphs.registry import PATTERNS, get_pattern
+from roles.checking import answers_match
 from services.api.deps import Services, get_services
 from services.api.schemas.runs import (
+    AnswerCheckView,
     PatternView,
     RunCreate,
     RunList,
@@ -28,7 +30,10 @@ from services.keys import scoped_idempotency_key
 from services.runner import create_run
 from services.settings import Settings
 from services.store.models import Event, Run
-from services.store.repository import RunNotFound, Store
+from services.store.repository import TERMINAL, RunNotFound, Store
+
+# How long a quiet live stream waits before reading the store again.
+STORE_POLL_S = 2.0
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -57,6 +62,23 @@ def cost_usd(settings: Settings, usage: dict[str, tuple[int, int]]) -> float:
     return round(total / 1_000_000, 6)
 
 
+def answer_check(run: Run) -> AnswerCheckView | None:
+    """The run's answer judged against the reference its config carries, once it has ended."""
+    reference = run.config.get("reference_answer")
+    if not isinstance(reference, str) or run.status not in TERMINAL:
+        return None
+    if run.pattern in PATTERNS and not PATTERNS[run.pattern].solves:
+        return None  # its answer is a game result or a step index, not a solution
+    check = answers_match(run.answer, reference)
+    return AnswerCheckView(correct=check.correct, reason=check.reason, reference=reference)
+
+
+def trace_url(settings: Settings, trace_id: str | None) -> str | None:
+    if not trace_id or not settings.trace_url_template:
+        return None
+    return settings.trace_url_template.replace("{trace_id}", trace_id)
+
+
 async def run_views(services: Services, runs: list[Run]) -> list[RunView]:
     usage = await services.store.usage_by_model([r.id for r in runs])
     views = []
@@ -82,6 +104,8 @@ async def run_views(services: Services, runs: list[Run]) -> list[RunView]:
                 cost_usd=cost_usd(services.settings, by_model),
                 cancel_requested=run.cancel_requested,
                 trace_id=run.trace_id,
+                trace_url=trace_url(services.settings, run.trace_id),
+                answer_check=answer_check(run),
                 created_at=run.created_at,
                 started_at=run.started_at,
                 finished_at=run.finished_at,
@@ -147,6 +171,10 @@ async def list_runs(
     status: RunStatus | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="text in the problem, or the start of the run id"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> RunList:
@@ -160,6 +188,7 @@ async def list_runs(
         created_before=created_before,
         before=decode_cursor(cursor) if cursor else None,
         api_key_id=caller_key_id(request),
+        search=q.strip() if q else None,
     )
     page, more = runs[:limit], len(runs) > limit
     return RunList(
@@ -215,6 +244,9 @@ async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncI
     """Stored events after ``last_id``, then live ones, until the run finishes.
 
     Subscribing before replaying leaves no gap; live events already replayed are skipped.
+    When the live stream is quiet for ``STORE_POLL_S``, the store is read again: live
+    delivery can drop events (a Redis restart, a subscriber too slow for its queue), the
+    store cannot.
     """
     async with services.bus.subscribe(run_id) as queue:
         async for event in replay(services.store, run_id, last_id):
@@ -222,23 +254,39 @@ async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncI
             yield sse(event.id, event.type, event.payload)
             if event.type == "run_finished":
                 return
-        async for event in live_after_replay(queue, last_id):
-            if event.get("id") is not None and event["id"] <= last_id:
+        for live in stale_free_backlog(queue, last_id):
+            if live.get("id") is not None and live["id"] <= last_id:
                 continue
-            yield sse(event.get("id"), event["type"], event["data"])
-            if event["type"] == "run_finished":
+            last_id = live.get("id") or last_id
+            yield sse(live.get("id"), live["type"], live["data"])
+            if live["type"] == "run_finished":
+                return
+        while True:
+            try:
+                live = await asyncio.wait_for(queue.get(), timeout=STORE_POLL_S)
+            except TimeoutError:
+                async for event in replay(services.store, run_id, last_id):
+                    last_id = event.id
+                    yield sse(event.id, event.type, event.payload)
+                    if event.type == "run_finished":
+                        return
+                continue
+            if live.get("id") is not None and live["id"] <= last_id:
+                continue
+            last_id = live.get("id") or last_id
+            yield sse(live.get("id"), live["type"], live["data"])
+            if live["type"] == "run_finished":
                 return
 
 
-async def live_after_replay(queue: asyncio.Queue, last_id: int) -> AsyncIterator[dict[str, Any]]:
-    """The subscription's events, less the live-only ones the replay has made stale.
+def stale_free_backlog(queue: asyncio.Queue, last_id: int) -> list[dict[str, Any]]:
+    """The events queued while the replay read the store, less the stale live-only ones.
 
-    Events published while the replay read the store are queued too. The stored ones are
-    repeats (their ids are at most ``last_id``); a live-only event queued before a repeat
-    happened before something the client has already seen (a turn's ``token`` events before
-    its replayed ``turn_finished``) and would arrive out of order, so it is dropped. Exact
-    with the in-process bus, which queues on publish; Redis may deliver a repeat later than
-    this first look, and a stale live-only event then gets through.
+    The stored ones are repeats (their ids are at most ``last_id``); a live-only event
+    queued before a repeat happened before something the client has already seen (a turn's
+    ``token`` events before its replayed ``turn_finished``) and would arrive out of order, so
+    it is dropped. Exact with the in-process bus, which queues on publish; Redis may deliver
+    a repeat later than this first look, and a stale live-only event then gets through.
     """
     backlog: list[dict[str, Any]] = []
     while not queue.empty():
@@ -247,11 +295,7 @@ async def live_after_replay(queue: asyncio.Queue, last_id: int) -> AsyncIterator
         (i for i, e in enumerate(backlog) if e.get("id") is not None and e["id"] <= last_id),
         default=-1,
     )
-    for index, event in enumerate(backlog):
-        if index > last_repeat or event.get("id") is not None:
-            yield event
-    while True:
-        yield await queue.get()
+    return [e for i, e in enumerate(backlog) if i > last_repeat or e.get("id") is not None]
 
 
 @router.get("/runs/{run_id}/events")

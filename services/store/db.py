@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -86,3 +88,29 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest migration (idempotent; run at every start)."""
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error may go away by waiting: a lost or refused connection, a
+    server restarting, a locked SQLite file. Not a schema or constraint error."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    if _is_psycopg_connection_error(exc):
+        return True
+    if isinstance(exc, InterfaceError):
+        return True
+    if isinstance(exc, OperationalError):
+        message = str(exc.orig).lower()
+        return not any(word in message for word in ("no such table", "no such column", "syntax"))
+    return False
+
+
+def _is_psycopg_connection_error(exc: BaseException) -> bool:
+    """The checkpointer talks to PostgreSQL through psycopg directly, not SQLAlchemy."""
+    try:
+        import psycopg
+    except ImportError:  # the postgres extra is not installed: no such errors
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
@@ -75,6 +76,12 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
     trace_id: Mapped[str | None] = mapped_column(String(32))
     api_key_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # A run is executed by whoever holds its lease; a worker that dies stops renewing it, and
+    # once it expires the run is enqueued again and resumes from its checkpoint.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    enqueued_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     turns: Mapped[list[Turn]] = relationship(
         back_populates="run", order_by="Turn.id", lazy="raise", cascade="all, delete-orphan"

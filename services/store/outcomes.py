@@ -9,9 +9,16 @@ from __future__ import annotations
 from sqlalchemy import Insert
 from sqlalchemy.dialects import postgresql, sqlite
 
+from roles.rlad import RladAbstraction
+from roles.spc import SpcGame
 from services.store.models import Base
+from services.store.rlad_models import RladAbstractionRow
+from services.store.spc_models import SpcGameRow
 
-OUTCOME_TABLES: dict[str, type[Base]] = {}
+OUTCOME_TABLES: dict[str, type[Base]] = {
+    RladAbstraction.kind: RladAbstractionRow,
+    SpcGame.kind: SpcGameRow,
+}
 
 
 class UnknownOutcome(LookupError):

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Insert, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.calls import TurnRecord
 from roles.outcomes import Outcome
 from services import metrics
 from services.events import EventBus
-from services.store.db import sessionmaker, sync_twin
+from services.store.db import is_transient, sessionmaker, sync_twin
 from services.store.models import Event, Run, Turn, new_run_id
 from services.store.outcomes import outcome_table, outcome_upsert
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 OutcomeT = TypeVar("OutcomeT", bound=Outcome)
@@ -98,8 +102,10 @@ class Store:
         engine: AsyncEngine,
         listeners: list[EventListener] | None = None,
         bus: EventBus | None = None,
+        write_retry_s: float = 30.0,
     ) -> None:
         self.engine = engine
+        self.write_retry_s = write_retry_s
         self.bus = bus
         self.session = sessionmaker(engine)
         self.listeners: list[EventListener] = list(listeners or [])
@@ -113,12 +119,26 @@ class Store:
             self._sync_engine = sync_twin(engine)
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one committed transaction."""
-        if self._sqlite_writer is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._sqlite_writer, self._write_sync, work)
-        async with self.engine.begin() as connection:
-            return await connection.run_sync(work)
+        """Run ``work`` in one committed transaction.
+
+        A database that is briefly unreachable (a restart, a failover) is waited for: the
+        write is retried with backoff for up to ``write_retry_s``, so a run rides out the
+        outage instead of failing. Past that the error reaches the caller.
+        """
+        delay, deadline = 0.1, time.monotonic() + self.write_retry_s
+        while True:
+            try:
+                if self._sqlite_writer is not None:
+                    loop = asyncio.get_running_loop()
+                    return await loop.run_in_executor(self._sqlite_writer, self._write_sync, work)
+                async with self.engine.begin() as connection:
+                    return await connection.run_sync(work)
+            except DBAPIError as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database write failed (%s); retrying in %.1f s", exc.orig, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _write_sync(self, work: Callable[[Connection], T]) -> T:
         with self._sync_engine.begin() as connection:
@@ -163,6 +183,8 @@ class Store:
                         idempotency_key=idempotency_key,
                         api_key_id=api_key_id,
                         cancel_requested=False,
+                        attempts=0,
+                        enqueued_at=_now(),  # its creator enqueues it next
                     )
                 )
             )
@@ -195,9 +217,18 @@ class Store:
         created_before: datetime | None = None,
         before: tuple[datetime, str] | None = None,
         api_key_id: str | None = None,
+        search: str | None = None,
     ) -> list[Run]:
-        """Newest first. ``before`` is a (created_at, id) cursor: runs strictly older."""
+        """Newest first. ``before`` is a (created_at, id) cursor: runs strictly older.
+        ``search`` matches problem text anywhere (any case) or the start of the run id."""
         query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit)
+        if search:
+            query = query.where(
+                or_(
+                    Run.problem.icontains(search, autoescape=True),
+                    Run.id.startswith(search.lower(), autoescape=True),
+                )
+            )
         if pattern:
             query = query.where(Run.pattern == pattern)
         if status:
@@ -243,8 +274,96 @@ class Store:
     async def set_trace_id(self, run_id: str, trace_id: str) -> None:
         await self._update_run(run_id, trace_id=trace_id)
 
-    async def mark_running(self, run_id: str) -> None:
-        await self._update_run(run_id, status="running", started_at=_now(), error=None)
+    async def claim_run(
+        self, run_id: str, owner: str, lease_s: float, *, take_from: str | None = None
+    ) -> bool:
+        """Take the lease on an unfinished run and mark it running; False when another
+        live owner holds it (a duplicate delivery of the same run) or it has ended.
+        ``take_from`` names a holder known to be dead, whose lease is taken at once.
+
+        One conditional UPDATE, so of two workers racing for a run exactly one wins.
+        """
+        now = _now()
+        # Not even ``owner`` itself may claim a run it holds: two deliveries of one run to
+        # two threads of one worker must not both execute it.
+        holders = [Run.lease_owner.is_(None)]
+        if take_from is not None:
+            holders.append(Run.lease_owner == take_from)
+        statement = (
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.status.in_(("queued", "running", "failed")),
+                or_(*holders, Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+            )
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                attempts=Run.attempts + 1,
+                started_at=func.coalesce(Run.started_at, now),
+                error=None,
+            )
+        )
+        result = await self._write(lambda connection: connection.execute(statement))
+        return result.rowcount == 1
+
+    async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+        """Extend the lease ``owner`` holds; False when it no longer holds it."""
+        statement = (
+            update(Run)
+            .where(Run.id == run_id, Run.lease_owner == owner, Run.status == "running")
+            .values(lease_expires_at=_now() + timedelta(seconds=lease_s))
+        )
+        result = await self._write(lambda connection: connection.execute(statement))
+        return result.rowcount == 1
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease up early (an interrupted run), so it is picked up at once."""
+        statement = (
+            update(Run)
+            .where(Run.id == run_id, Run.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        await self._write(lambda connection: connection.execute(statement))
+
+    async def requeue_due(self, requeue_after_s: float, limit: int = 100) -> list[str]:
+        """Mark as enqueued, and return, the runs that must be enqueued again:
+
+        - running runs whose lease expired (their worker died) and that were not enqueued
+          since;
+        - queued runs enqueued longer than ``requeue_after_s`` ago (the broker lost the
+          message, e.g. a Redis restart without persistence), and running ones likewise.
+
+        Each run is marked with a conditional UPDATE, so of several reapers one enqueues it.
+        """
+        now = _now()
+        stale = now - timedelta(seconds=requeue_after_s)
+        lease_gone = or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now)
+        due = or_(
+            and_(
+                Run.status == "running",
+                lease_gone,
+                or_(
+                    Run.enqueued_at.is_(None),
+                    Run.lease_expires_at.is_(None),
+                    Run.enqueued_at < Run.lease_expires_at,
+                    Run.enqueued_at < stale,
+                ),
+            ),
+            and_(Run.status == "queued", or_(Run.enqueued_at.is_(None), Run.enqueued_at < stale)),
+        )
+        query = select(Run.id, Run.enqueued_at).where(due).order_by(Run.created_at).limit(limit)
+        async with self.session() as session:
+            candidates = (await session.execute(query)).all()
+        claimed = []
+        for run_id, seen in candidates:
+            same = Run.enqueued_at.is_(None) if seen is None else Run.enqueued_at == seen
+            statement = update(Run).where(Run.id == run_id, same).values(enqueued_at=now)
+            result = await self._write(lambda connection, s=statement: connection.execute(s))
+            if result.rowcount == 1:
+                claimed.append(run_id)
+        return claimed
 
     async def finish_run(
         self,
@@ -265,6 +384,8 @@ class Store:
             prompt_tokens=prompt,
             completion_tokens=completion,
             finished_at=_now(),
+            lease_owner=None,
+            lease_expires_at=None,
         )
 
     # --- turns ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.model_map import ModelMap
+from graphs.registry import PATTERNS
 from services.api.openai_face import CONTEXT_HEADER, PROBLEM_HEADER
 from services.settings import Settings
 from tests.api.conftest import LiveServer, free_port, wait_for_run
@@ -49,11 +50,9 @@ def stored_runs(server: LiveServer) -> list[dict[str, Any]]:
 def test_models_are_the_patterns(client: openai.OpenAI) -> None:
     """A client discovers what it can ask for the way it would on OpenAI: GET /v1/models."""
     models = list(client.models.list())
-    assert {m.id for m in models} == {
-        "thinktank/discussion",
-        "thinktank/single",
-        "thinktank/self_consistency",
-    }
+    ids = {m.id for m in models}
+    assert {"thinktank/discussion", "thinktank/single", "thinktank/self_consistency"} <= ids
+    assert ids == {f"thinktank/{name}" for name in PATTERNS}
     assert {m.owned_by for m in models} == {"thinktank"}
     assert {m.object for m in models} == {"model"}
     # the spelling with a hyphen names the same pattern

@@ -6,6 +6,7 @@ import json
 
 import httpx
 
+from graphs.registry import PATTERNS
 from tests.api.conftest import LiveServer, wait_for_run
 
 DISCUSSION = {"pattern": "discussion", "problem": "What is 2+3?", "config": {"max_rounds": 2}}
@@ -44,7 +45,8 @@ def test_submit_then_read_the_answer_usage_and_transcript(api: LiveServer) -> No
 def test_patterns_list_their_config_schema(api: LiveServer) -> None:
     patterns = httpx.get(f"{api.url}/v1/patterns").json()
     by_name = {p["name"]: p for p in patterns}
-    assert set(by_name) == {"discussion", "single", "self_consistency"}
+    assert set(by_name) == set(PATTERNS)
+    assert {"discussion", "single", "self_consistency"} <= set(by_name)
     schema = by_name["discussion"]["config_schema"]
     assert schema["properties"]["agents"]["maximum"] == 16
     assert schema["additionalProperties"] is False

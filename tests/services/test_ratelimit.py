@@ -109,7 +109,7 @@ async def test_token_quota_counts_the_keys_finished_runs_once(any_store: Store) 
     assert await token_quota_left(store, budgeted) == 60
 
     # resumed, the run makes one more turn and finishes again: counted once, not twice
-    await store.mark_running(mine.id)
+    assert await store.claim_run(mine.id, "worker-1", lease_s=30)
     await store.record_turn(spent(mine.id, "b", 20, 10))
     await store.finish_run(mine.id, status="succeeded")
     assert await token_quota_left(store, budgeted) == 30

@@ -30,6 +30,12 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class AnswerCheckView(BaseModel):
+    correct: bool
+    reason: str = Field(description="why the answer was judged so (roles/checking.py)")
+    reference: str = Field(description="the reference answer from the run's config")
+
+
 class RunView(BaseModel):
     id: str
     pattern: str
@@ -43,6 +49,13 @@ class RunView(BaseModel):
     cost_usd: float = Field(description="token cost at the configured prices (0 for local models)")
     cancel_requested: bool
     trace_id: str | None
+    trace_url: str | None = Field(
+        description="the run's trace in the trace UI (settings.trace_url_template), when set"
+    )
+    answer_check: AnswerCheckView | None = Field(
+        description="whether the answer matches config.reference_answer; null while the run "
+        "is unfinished or when its config has no reference answer"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -1,0 +1,122 @@
+"""Wall time of an RLAD run with K=4 abstractions x M=4 solutions against a fixed latency.
+
+The 16 solution calls run at once, so a whole run is two dependent model calls deep (the
+abstraction call, then the solutions); the target is a run within 1.5x of two calls' latency,
+with durable checkpoints after every step and every turn, event and record stored as it
+happens. Against a scripted backend with a fixed latency per call, prints for each database and
+latency: the median of wall / (2 x latency), and the same with a reference answer (the
+baseline's 4 extra solutions in the same fan-out, and rewards scored and stored); beside it,
+how many calls overlapped (16, or 20 with the baseline, when the fan-out is fully parallel).
+
+Run: python benchmarks/rlad.py [--postgres postgresql+psycopg://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from scratch_db import create_scratch_database, drop_scratch_database
+
+from agents.backends.scripted import ScriptedBackend
+from agents.model_map import ModelRouter
+from services.runner import execute_run, submit_run
+from services.store.db import create_engine, migrate
+from services.store.repository import Store
+
+K, M = 4, 4
+ABSTRACTIONS = "\n".join(
+    f"<abstraction>Hint {k}: split the product into easier products.</abstraction>"
+    for k in range(K)
+)
+
+
+def scripted(latency_s: float) -> ScriptedBackend:
+    return ScriptedBackend(
+        {
+            "abstraction_player": [ABSTRACTIONS],
+            "solution_player": ["6 times 7 is 42, so \\boxed{42}"],
+        },
+        latency_s=latency_s,
+    )
+
+
+async def one_run(database_url: str, latency_s: float, config: dict[str, Any]) -> tuple[float, int]:
+    """Wall seconds of one run, from execute to finish (the submit is the client's time), and
+    the most model calls that were in flight at once."""
+    engine = create_engine(database_url)
+    await migrate(engine)
+    store = Store(engine)
+    run_id = await submit_run(
+        store,
+        "rlad",
+        "What is 6 times 7?",
+        {"abstractions": K, "solutions_per_abstraction": M, "token_budget": None, **config},
+    )
+    backend = scripted(latency_s)
+    started = time.perf_counter()
+    outcome = await execute_run(
+        run_id,
+        store=store,
+        models=ModelRouter.single(backend),
+        database_url=database_url,
+        stream_tokens=False,
+    )
+    wall = time.perf_counter() - started
+    assert outcome["status"] == "succeeded" and outcome["answer"] == "42", outcome
+    await engine.dispose()
+    return wall, backend.max_in_flight
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="thinktank-bench-"))
+    databases = {"sqlite": f"sqlite+aiosqlite:///{tmp / 'bench.db'}"}
+    pg_name = None
+    if args.postgres:
+        databases["postgresql"], pg_name = create_scratch_database(args.postgres, "thinktank_bench")
+    variants = {
+        f"K={K} M={M}": {},
+        f"K={K} M={M} + baseline, rewards": {"reference_answer": "42"},
+    }
+    try:
+        print(
+            f"RLAD run wall time / two dependent calls (target <= 1.5), medians of {args.repeats}"
+        )
+        for label, url in databases.items():
+            await one_run(url, 0.0, {})  # warm up imports, schema and connection pools
+            for latency in args.latencies:
+                for name, config in variants.items():
+                    runs = [await one_run(url, latency, config) for _ in range(args.repeats)]
+                    wall = statistics.median(w for w, _ in runs)
+                    print(
+                        f"   {label:<10} {latency * 1000:>4.0f} ms/call  {name:<28} "
+                        f"{wall / (2 * latency):.3f}  ({wall * 1000:.0f} ms; overhead "
+                        f"{(wall - 2 * latency) * 1000:.0f} ms; at most "
+                        f"{min(f for _, f in runs)} calls in flight)"
+                    )
+    finally:
+        if pg_name:
+            drop_scratch_database(args.postgres, pg_name)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="admin URL of a PostgreSQL server to measure on ('' to skip)",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement")
+    parser.add_argument(
+        "--latencies",
+        type=float,
+        nargs="+",
+        default=[0.2, 1.0],
+        help="seconds every model call takes",
+    )
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,95 @@
+// Small charts drawn as inline SVG: no library, nothing fetched.
+
+import { fmtInt, fmtMs, h, s } from "./dom.js";
+
+const ROW = 22;
+const LABEL_W = 120;
+const VALUE_W = 70;
+
+function niceMax(value) {
+  if (value <= 0) return 1;
+  const step = 10 ** Math.floor(Math.log10(value));
+  for (const m of [1, 2, 2.5, 5, 10]) if (value <= m * step) return m * step;
+  return 10 * step;
+}
+
+function label(text, max = 18) {
+  const t = String(text);
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}
+
+/**
+ * Horizontal stacked bars: ``rows`` of ``{label, color?, parts: [{value, name}]}``; the
+ * parts' names make the legend (the first part dark, the second light).
+ */
+export function stackedBars({ title, rows, partNames, width = 420, format = fmtInt }) {
+  const max = niceMax(Math.max(0, ...rows.map((r) => r.parts.reduce((a, p) => a + p.value, 0))));
+  const plotW = width - LABEL_W - VALUE_W;
+  const height = rows.length * ROW + 8;
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": title });
+  rows.forEach((row, i) => {
+    const y = 4 + i * ROW;
+    svg.append(s("text", { x: LABEL_W - 6, y: y + ROW / 2 + 4, "text-anchor": "end", class: "axis-label" }, label(row.label)));
+    let x = LABEL_W;
+    let total = 0;
+    row.parts.forEach((part, j) => {
+      const w = (plotW * part.value) / max;
+      total += part.value;
+      const rect = s("rect", {
+        x,
+        y: y + 3,
+        width: Math.max(0, w),
+        height: ROW - 6,
+        fill: row.color || "#4e79a7",
+        "fill-opacity": j === 0 ? 1 : 0.4,
+        class: "bar",
+      });
+      rect.append(s("title", {}, `${row.label} · ${partNames[j]}: ${format(part.value)}`));
+      svg.append(rect);
+      x += w;
+    });
+    svg.append(s("text", { x: x + 4, y: y + ROW / 2 + 4, class: "value-label" }, format(total)));
+  });
+  const legend = h(
+    "div",
+    { class: "legend" },
+    partNames.map((name, j) => h("span", { class: `swatch ${j === 0 ? "dark" : "light"}` }, name)),
+  );
+  return h("figure", { class: "chart-box" }, h("figcaption", {}, title), svg, legend);
+}
+
+/**
+ * The turns on a time axis, one lane per agent: a bar from each turn's start to its end, so
+ * its length is its latency and parallel turns stand one above the other.
+ * ``items``: ``{lane, start, end, text, onClick?}`` with times in ms.
+ */
+export function laneTimeline({ title, lanes, items, width = 860 }) {
+  const t0 = Math.min(...items.map((i) => i.start));
+  const span = niceMax(Math.max(1, ...items.map((i) => i.end - t0)));
+  const plotW = width - LABEL_W - 16;
+  const axisH = 20;
+  const height = lanes.length * ROW + axisH + 4;
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": title });
+  lanes.forEach((lane, i) => {
+    const y = i * ROW;
+    svg.append(s("text", { x: LABEL_W - 6, y: y + ROW / 2 + 4, "text-anchor": "end", class: "axis-label" }, label(lane.name)));
+    svg.append(s("line", { x1: LABEL_W, x2: width - 16, y1: y + ROW - 0.5, y2: y + ROW - 0.5, class: "gridline" }));
+  });
+  const laneIndex = new Map(lanes.map((lane, i) => [lane.name, i]));
+  for (const item of items) {
+    const i = laneIndex.get(item.lane) ?? 0;
+    const x = LABEL_W + (plotW * (item.start - t0)) / span;
+    const w = Math.max(2, (plotW * (item.end - item.start)) / span);
+    const rect = s("rect", { x, y: i * ROW + 4, width: w, height: ROW - 8, rx: 2, fill: lanes[i].color, class: "bar turn-bar" });
+    rect.append(s("title", {}, item.text));
+    if (item.onClick) rect.addEventListener("click", item.onClick);
+    svg.append(rect);
+  }
+  const axisY = lanes.length * ROW;
+  for (let k = 0; k <= 4; k++) {
+    const x = LABEL_W + (plotW * k) / 4;
+    svg.append(s("line", { x1: x, x2: x, y1: 0, y2: axisY + 4, class: "gridline" }));
+    svg.append(s("text", { x, y: axisY + 16, "text-anchor": k === 0 ? "start" : "middle", class: "axis-label" }, fmtMs((span * k) / 4)));
+  }
+  return h("figure", { class: "chart-box wide" }, h("figcaption", {}, title), svg);
+}

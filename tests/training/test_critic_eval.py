@@ -1,0 +1,171 @@
+"""``thinktank eval-critic``: a judge's ProcessBench scores, on fixed judgments and end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.backends.scripted import ScriptedBackend
+from agents.model import ModelRequest
+from agents.model_map import ModelRouter
+from services.store import evaluations as repo
+from services.store.repository import Store
+from training.critic_eval import (
+    CriticEvalConfig,
+    Judgment,
+    evaluate_critic,
+    render_critic_table,
+    score_processbench,
+)
+from training.evaluation import EvaluationError
+
+
+def test_scores_follow_processbench_on_a_fixed_set_of_judgments() -> None:
+    def j(subset: str, label: int, predicted: int | None) -> Judgment:
+        return Judgment(
+            problem_id=f"{subset}-{label}", subset=subset, label=label, predicted=predicted
+        )
+
+    report = score_processbench(
+        [
+            j("gsm8k", -1, -1),  # right: no error found
+            j("gsm8k", 2, 2),  # right: the earliest wrong step
+            j("gsm8k", 0, 1),  # wrong: an error, but a later step
+            j("gsm8k", -1, 0),  # wrong: a correct solution flagged
+            j("math", 1, None),  # wrong: no usable index
+            j("math", -1, -1),
+        ]
+    )
+    gsm8k, math = report.subsets
+    assert (gsm8k.subset, gsm8k.error_accuracy, gsm8k.correct_accuracy, gsm8k.f1) == (
+        "gsm8k",
+        0.5,
+        0.5,
+        0.5,
+    )
+    assert (math.error_accuracy, math.correct_accuracy, math.f1, math.no_index) == (
+        0.0,
+        1.0,
+        0.0,
+        1,
+    )
+    assert report.average_f1 == 0.25
+    overall = report.overall
+    assert (overall.erroneous, overall.error_hits, overall.correct, overall.correct_hits) == (
+        3,
+        1,
+        3,
+        2,
+    )
+    assert overall.f1 == pytest.approx(4 / 9)
+
+
+def test_a_subset_without_erroneous_solutions_has_no_f1() -> None:
+    report = score_processbench([Judgment(problem_id="a-0", subset="a", label=-1, predicted=-1)])
+    assert report.subsets[0].correct_accuracy == 1.0
+    assert report.subsets[0].f1 is None and report.average_f1 is None
+
+
+RECORDS = [
+    {
+        "id": "gsm8k-0",
+        "problem": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+        "steps": ["Tom starts with 3 apples.", "He buys 4, so 3 + 4 = 7.", "The answer is 7."],
+        "final_answer_correct": True,
+        "label": -1,
+    },
+    {
+        "id": "gsm8k-1",
+        "problem": "A box holds 6 eggs. How many eggs are in 5 boxes?",
+        "steps": ["Each box holds 6 eggs.", "5 boxes hold 6 + 5 = 11 eggs.", "The answer is 11."],
+        "final_answer_correct": False,
+        "label": 1,
+    },
+    {
+        "id": "math-0",
+        "problem": "What is 2^5?",
+        "steps": ["2^5 = 2 * 2 * 2 * 2 = 16.", "So the answer is 16."],
+        "final_answer_correct": False,
+        "label": 0,
+    },
+    {
+        "id": "math-1",
+        "problem": "What is 3^2?",
+        "steps": ["3^2 = 3 * 3 = 9.", "So the answer is 9."],
+        "final_answer_correct": True,
+        "label": -1,
+    },
+]
+
+
+def judge(request: ModelRequest) -> str:
+    """Finds the egg error, misses the power error, and accepts the right solution."""
+    prompt = request.messages[-1].content
+    if "6 + 5 = 11" in prompt:
+        return "Paragraph 1 adds instead of multiplying. \\boxed{1}"
+    return "Every paragraph checks out. \\boxed{-1}"
+
+
+async def test_a_judge_is_scored_per_subset_and_every_judgment_is_a_stored_run(
+    store: Store, sqlite_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "processbench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    backend = ScriptedBackend({"verifier": [judge]})
+    result, items = await evaluate_critic(
+        store,
+        ModelRouter.single(backend),
+        sqlite_url,
+        CriticEvalConfig(source=str(path), name="pb"),
+    )
+
+    assert render_critic_table(result).splitlines() == [
+        f"pb: judge verifier (slow) on {path}, 4 labelled solutions",
+        "subset  n  erroneous  error acc  correct  correct acc     F1  no index",
+        "gsm8k   2          1      100.0        1        100.0  100.0         0",
+        "math    2          1        0.0        1        100.0    0.0         0",
+        "all     4          2       50.0        2        100.0   66.7         0",
+        "average F1 over subsets: 50.0",
+    ]
+    assert [(i.problem_id, i.correct, i.answer, i.reference) for i in items] == [
+        ("gsm8k-0", True, "-1", "-1"),
+        ("gsm8k-1", True, "1", "1"),
+        ("math-0", False, "-1", "0"),
+        ("math-1", True, "-1", "-1"),
+    ]
+    assert items[2].reason == "found no wrong step; step 0 is the earliest wrong one"
+    run = await store.get_run(items[1].run_id)
+    assert run.pattern == "process_judge" and run.config["steps"] == RECORDS[1]["steps"]
+    [turn] = await store.turns(run.id)
+    assert turn.role == "verifier" and turn.model == "scripted"
+    assert (
+        "<paragraph_1>\n5 boxes hold 6 + 5 = 11 eggs.\n</paragraph_1>"
+        in turn.messages[-1]["content"]
+    )
+    evaluation = await repo.get_evaluation(store, "pb")
+    assert evaluation.kind == "critic" and evaluation.status == "finished"
+
+    # Run again: every judgment is done, so the judge is not asked again.
+    again, _ = await evaluate_critic(
+        store,
+        ModelRouter.single(backend),
+        sqlite_url,
+        CriticEvalConfig(source=str(path), name="pb"),
+    )
+    assert len(backend.requests) == 4 and again.report == result.report
+
+
+async def test_a_file_without_step_labels_is_refused(
+    store: Store, sqlite_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+    with pytest.raises(EvaluationError, match="no step-labelled solution"):
+        await evaluate_critic(
+            store,
+            ModelRouter.single(ScriptedBackend()),
+            sqlite_url,
+            CriticEvalConfig(source=str(path)),
+        )

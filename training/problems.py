@@ -1,0 +1,73 @@
+"""Problems to solve or judge, from a local file or a seeded generator, behind one loader.
+
+A source is a string, so the CLI, campaigns and evaluations name problems the same way:
+
+- a path to a local file (``.jsonl``, ``.json``) or a folder of them, in one of the formats that
+  ``training.formats`` recognises by their fields: GSM8K, MATH / MATH-500, AIME-style
+  problem/answer records, ProcessBench, PRM800K;
+- ``gen:KIND`` with optional ``?key=value&...``: procedurally generated problems with exact
+  answers (``training.generators``). Kinds: ``arithmetic``, ``linear``, ``modular``,
+  ``counting``, ``logic``, and ``mixed`` (all kinds in turn). Keys: ``difficulty`` (1-5,
+  default 2), ``n`` (how many, default 100), ``seed`` (overrides the ``seed`` argument).
+  Example: ``gen:linear?difficulty=3&n=50``.
+
+The same source, limit and seed always give the same problems with the same ids, which is what
+lets an evaluation resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+GENERATOR_PREFIX = "gen:"
+
+
+class Problem(BaseModel):
+    id: str = Field(description="stable within its source; evaluations resume by it")
+    problem: str
+    answer: str | None = Field(
+        default=None, description="the reference final answer; None when the source has none"
+    )
+    source: str = Field(description="the format or generator it came from, e.g. gsm8k, gen:linear")
+    solution_steps: list[str] = Field(
+        default_factory=list, description="a worked solution split into steps, when known"
+    )
+    first_error_step: int | None = Field(
+        default=None,
+        description="ProcessBench label: 0-based index of the earliest wrong step, -1 if all "
+        "steps are right; None when the steps are not labelled",
+    )
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProblemSourceError(ValueError):
+    """A source that cannot be read: unknown generator, missing file, unrecognised format."""
+
+
+def load_problems(source: str, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
+    """The problems of ``source`` (a local file or folder, or a ``gen:`` spec), at most ``limit``.
+
+    Files keep their order and ``limit`` takes the first ones; generators are reproducible by
+    ``seed``. Raises ``ProblemSourceError`` with a reason for anything it cannot read.
+    """
+    if limit is not None and limit < 0:
+        raise ProblemSourceError(f"limit must be >= 0, got {limit}")
+    source = source.strip()
+    if not source:
+        raise ProblemSourceError("empty problem source")
+    if source.startswith(GENERATOR_PREFIX):
+        from training.generators import generate_from_spec
+
+        return generate_from_spec(source[len(GENERATOR_PREFIX) :], limit=limit, seed=seed)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ProblemSourceError(
+            f"no such file or folder: {source!r} (a generated source starts with "
+            f"{GENERATOR_PREFIX!r}, e.g. gen:arithmetic?difficulty=2)"
+        )
+    from training.formats import read_problem_files
+
+    return read_problem_files(path, limit=limit)
