@@ -71,14 +71,15 @@ If critics disagreed with the last solution, address their critiques.
 Put the final answer in \\boxed{answer}."""
 )
 
-CRITIC_SYSTEM = Template(
-    """You are ${role} in a discussion group solving this problem: ${problem}"""
-)
+# The critics of a round run in parallel on one engine: everything they share (the problem,
+# the history) comes first and each one's role last, so the engine's prefix cache serves the
+# shared part once for all of them.
+CRITIC_SYSTEM = Template("""You are in a discussion group solving this problem: ${problem}""")
 
 CRITIC_INSTRUCTION = Template(
-    """Solve the problem yourself, then compare your answer with the last solution in the chat
-history. Give your critique only; do not write a full solution. End with [Agree] if the final
-answers match, or [Disagree] if they do not."""
+    """You are ${role}. Solve the problem yourself, then compare your answer with the last
+solution in the chat history. Give your critique only; do not write a full solution. End with
+[Agree] if the final answers match, or [Disagree] if they do not."""
 )
 
 EVALUATOR_SYSTEM = Template(
@@ -142,8 +143,8 @@ def critic_messages(
     problem: str, role: str, history: Sequence[str], *, last: int = 3
 ) -> list[ChatMessage]:
     return system_user(
-        CRITIC_SYSTEM.substitute(role=role, problem=problem),
-        render_history(history, last) + CRITIC_INSTRUCTION.template,
+        CRITIC_SYSTEM.substitute(problem=problem),
+        render_history(history, last) + CRITIC_INSTRUCTION.substitute(role=role),
     )
 
 

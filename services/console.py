@@ -150,7 +150,11 @@ class LivePrinter:
                 f"{decision['samples']} samples ({decision['cancelled']} cancelled)"
             )
         else:
-            text = escape(json.dumps(decision))
+            # every other pattern's decisions, one readable line: "detector: cue=wait, ..."
+            fields = ", ".join(
+                f"{key}={_short(value)}" for key, value in decision.items() if key != "by"
+            )
+            text = escape(f"{by or 'decision'}: {fields}")
         self.console.print(f"[bold]▸[/bold] {text}")
 
     def summary(self, run: Run) -> None:
@@ -239,3 +243,10 @@ def print_run(console: Console, run: Run, turns: list[Turn], *, as_json: bool = 
                 title_align="left",
             )
         )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A decision's field as a short one-line value."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

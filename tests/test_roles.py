@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from roles.answers import extract_answer, majority_answer, normalize_answer, shared_text
-from roles.discussion import parse_ceo_decision, parse_critique, parse_evaluation, parse_roles
+from roles.discussion import (
+    critic_messages,
+    parse_ceo_decision,
+    parse_critique,
+    parse_evaluation,
+    parse_roles,
+)
 
 
 def test_boxed_answer_with_nested_braces() -> None:
@@ -82,3 +88,15 @@ def test_an_evaluator_copying_the_instruction_is_not_read_as_correct() -> None:
     assert not echoed.correct and not echoed.parse_ok
     assert parse_evaluation("### Correctness: <1>").correct
     assert not parse_evaluation("### Correctness: 10").parse_ok
+
+
+def test_parallel_critics_share_everything_but_their_role_at_the_end() -> None:
+    """An engine's prefix cache serves the problem and the history once for all critics."""
+    history = ["Solver: 2 + 3 = 5, so \\boxed{5}", "Critic 1: I agree. [Agree]"]
+    first = critic_messages("What is 2+3?", "a number theorist", history)
+    second = critic_messages("What is 2+3?", "a careful accountant", history)
+    assert first[0] == second[0]  # the system message
+    a, b = first[1].content, second[1].content
+    shared = a[: next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)]
+    assert history[0] in shared and history[1] in shared
+    assert a.index("a number theorist") > a.index(history[1])  # the role comes after them

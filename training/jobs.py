@@ -8,9 +8,11 @@ tracks it through the store; the job records its progress there itself.
 - :func:`submit_training` stores the run under an idempotency key (by default a hash of the
   kind, the settings and the data's contents), or finds the run that holds the key and says
   what to do with it: ``start``, ``resume``, ``running``, ``done`` or ``stopped``.
-- :func:`launch` starts ``python -m training.jobs run RUN_ID`` (or the same under
+- :func:`launch` starts ``python -m training.jobs run RUN_ID`` here (or the same under
   ``torchrun --nproc-per-node N`` for several GPUs) with the run id as its only argument;
-  relaunching the same id continues from its last checkpoint.
+  :func:`launch_ray` submits that command as a Ray Job (``thinktank-train-<run id>-<attempt>``,
+  never a second one while an attempt is pending or running). Relaunching the same run
+  continues from its last checkpoint.
 - :func:`refresh_status` notices a run whose process died on this machine.
 
 The job (:func:`run_job`) loads the run's config from the store, trains, publishes the adapter
@@ -18,10 +20,8 @@ under ``models/adapters/<name>/`` and registers the model version; SIGINT or SIG
 checkpoint at the next step and end ``interrupted``.
 
 A campaign's Celery task calls :func:`submit_training` with the training run id it owns as the
-key, :func:`launch` with ``detach=True``, then polls :func:`refresh_status`. On a Ray cluster
-the same entry point becomes a Ray Job (``JobSubmissionClient.submit_job(entrypoint="python -m
-training.jobs run RUN_ID", submission_id=RUN_ID, entrypoint_num_gpus=N)``, idempotent by
-submission id); that launcher is not written yet because ray is not a dependency yet.
+key, then :func:`launch` with ``detach=True`` or :func:`launch_ray`, and polls the store (or
+Ray's job status) from a periodic task; the Celery task itself never trains.
 """
 
 from __future__ import annotations

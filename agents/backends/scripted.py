@@ -13,12 +13,18 @@ Given ``halt``, a call stops typing as soon as the event is set and returns the 
 far (finish reason ``"cancelled"``, one token per word typed); other samples of the call are
 cut to the same share of their words. A reply scripted as :class:`Logprobs` also carries
 log-probabilities (for a caller that asks for ``top_logprobs``); plain replies carry none.
+
+For soak tests the configuration can also inject faults at random: ``failure_rate`` is the
+share of calls that fail, after their delay, with a retryable :class:`ModelError` (as a model
+server that dropped a request would), and ``latency_jitter_s`` adds up to that much to each
+call's delay. ``seed`` makes both repeatable; both are off by default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import time
 from collections import defaultdict
@@ -28,7 +34,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agents.model import Completion, ModelRequest, ModelResponse, TextCallback, TokenLogprob
+from agents.model import (
+    Completion,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    TextCallback,
+    TokenLogprob,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,16 @@ class ScriptedModelConfig(BaseModel):
     )
     default_reply: str = Field("The answer is \\boxed{0}.", description="for roles not scripted")
     latency_s: float = Field(0.0, ge=0.0, description="fixed time every call takes")
+    latency_jitter_s: float = Field(
+        0.0, ge=0.0, description="each call takes up to this much longer, uniformly at random"
+    )
+    failure_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of calls that fail with a retryable model error (fault injection)",
+    )
+    seed: int | None = Field(None, description="seeds failures and jitter; None: unseeded")
 
 
 def count_words(text: str) -> int:
@@ -75,12 +98,18 @@ class ScriptedBackend:
         *,
         default_reply: Reply = "The answer is \\boxed{0}.",
         latency_s: float = 0.0,
+        latency_jitter_s: float = 0.0,
+        failure_rate: float = 0.0,
+        seed: int | None = None,
         name: str = "scripted",
     ) -> None:
         self.name = name
         self._replies = {role: list(items) for role, items in (replies or {}).items()}
         self._default = default_reply
         self._latency_s = latency_s
+        self._latency_jitter_s = latency_jitter_s
+        self._failure_rate = failure_rate
+        self._random = random.Random(seed)
         self._used: dict[str, int] = defaultdict(int)
         self.requests: list[ModelRequest] = []
         self.in_flight = 0
@@ -92,6 +121,9 @@ class ScriptedBackend:
             config.replies,
             default_reply=config.default_reply,
             latency_s=config.latency_s,
+            latency_jitter_s=config.latency_jitter_s,
+            failure_rate=config.failure_rate,
+            seed=config.seed,
             name=name,
         )
 
@@ -118,6 +150,9 @@ class ScriptedBackend:
         role = request.tags.get("role", "")
         replies = [self._next_reply(role) for _ in range(request.params.n)]
         delay = self._latency_s + max(r.delay_s if isinstance(r, Slow) else 0.0 for r in replies)
+        if self._latency_jitter_s:
+            delay += self._random.uniform(0.0, self._latency_jitter_s)
+        injected = bool(self._failure_rate) and self._random.random() < self._failure_rate
         # Texts are made before the delay so sample 0 can be typed during it; a scripted
         # exception is still raised only once the delay has passed, as a real failure would be.
         outcomes = [self._complete(reply, request) for reply in replies]
@@ -135,6 +170,11 @@ class ScriptedBackend:
                 await asyncio.sleep(delay)
         finally:
             self.in_flight -= 1
+        if injected:
+            raise ModelError(
+                f"{self.name}: injected failure (failure_rate={self._failure_rate:g})",
+                retryable=True,
+            )
         completions = []
         for outcome in outcomes:
             if isinstance(outcome, BaseException):

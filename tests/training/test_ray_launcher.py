@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ def free_port() -> int:
 def ray_address() -> Iterator[str]:
     import ray
 
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # tests send nothing off the machine
     # address="local": a cluster of our own, never one another process started on this machine
     context = ray.init(
         address="local",
