@@ -902,6 +902,14 @@ def _evaluation_out(name: str, out: Path | None) -> Path:
     return out if out is not None else data_dir() / "evaluations" / name
 
 
+def _unwritable(out: Path | None, exc: OSError) -> CliError:
+    # the evaluation itself is stored: rerunning with a writable --out resumes, not redoes, it
+    return CliError(
+        f"cannot write the results to {out or 'the data dir'}: {exc.strerror or exc}; "
+        "the evaluation is stored, rerun with another --out to write them"
+    )
+
+
 def _config_error(exc: ValidationError) -> CliError:
     return CliError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
 
@@ -994,7 +1002,10 @@ def eval_patterns(
             ),
         )
         console.print(render_table(summary), markup=False, highlight=False, soft_wrap=True)
-        results, plot = write_results(summary, items, _evaluation_out(summary.name, out))
+        try:
+            results, plot = write_results(summary, items, _evaluation_out(summary.name, out))
+        except OSError as exc:
+            raise _unwritable(out, exc) from None
         console.print(f"plot: {plot}", highlight=False)
         _report_end(summary.status, sum(p.pending for p in summary.patterns), results)
 
@@ -1060,7 +1071,10 @@ def eval_critic(
             ),
         )
         console.print(render_critic_table(result), markup=False, highlight=False, soft_wrap=True)
-        results = write_critic_results(result, items, _evaluation_out(result.name, out))
+        try:
+            results = write_critic_results(result, items, _evaluation_out(result.name, out))
+        except OSError as exc:
+            raise _unwritable(out, exc) from None
         _report_end(result.status, sum(not i.ended for i in items), results)
 
     run_async(main)

@@ -16,7 +16,7 @@ from graphs.registry import UnknownPattern
 from services.api import health, runs
 from services.api.auth import ApiKeyAuth
 from services.api.deps import Services
-from services.api.limits import BodySizeLimit
+from services.api.limits import BodySizeLimit, NulInUrl
 from services.dashboard import mount_dashboard
 from services.events import EventBus, InMemoryBus, RedisBus
 from services.executor import CeleryExecutor, Executor, InProcessExecutor
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NulInUrl)
     # added last, so outermost: an unauthenticated request is refused before its body is read
     app.add_middleware(ApiKeyAuth, settings=settings, bind_host=bind_host)
     app.include_router(runs.router)

@@ -1,4 +1,4 @@
-"""Request body size limit, enforced before the body is read into memory."""
+"""Request limits enforced before a handler runs: body size, and no NUL in the URL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 class BodyTooLarge(Exception):
     pass
+
+
+class NulInUrl:
+    """400 for a path or query string holding NUL (``%00``): no run id, filter or search text
+    contains one, and PostgreSQL refuses it as a query parameter."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            body = json.dumps({"detail": "the URL contains a NUL character (%00)"}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -40,6 +40,31 @@ class RunNotFound(LookupError):
         return f"no run with id {self.args[0]!r}"
 
 
+class NulInText(ValueError):
+    """PostgreSQL text and JSONB refuse U+0000; SQLite would keep it. Refusing it on every
+    database keeps a run that one store accepts from failing on the other."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} contains a NUL character (\\u0000), which cannot be stored")
+
+
+def find_nul(value: Any, path: str) -> str | None:
+    """The first place in ``value`` (strings, keys, nested lists and dicts) that holds NUL."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = find_nul(key, path) or find_nul(item, f"{path}.{key}")
+            if where:
+                return where
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            where = find_nul(item, f"{path}[{index}]")
+            if where:
+                return where
+    return None
+
+
 def turn_upsert(dialect_name: str) -> Insert:
     """Insert a turn; one re-made after a failed attempt replaces it under the same key.
 
@@ -59,6 +84,17 @@ def insert_event(connection: Connection, run_id: str, event: str, payload: dict[
         insert(Event).values(run_id=run_id, type=event, payload=payload).returning(Event.id)
     )
     return int(result.scalar_one())
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def _now() -> datetime:
@@ -164,6 +200,10 @@ class Store:
 
         Returns the run and whether it was created now.
         """
+        where = find_nul(pattern, "pattern") or find_nul(problem, "problem")
+        where = where or find_nul(config, "config") or find_nul(idempotency_key, "idempotency key")
+        if where:
+            raise NulInText(where)
         if idempotency_key is not None:
             existing = await self.find_by_idempotency_key(idempotency_key)
             if existing is not None:
@@ -391,10 +431,12 @@ class Store:
     # --- turns ---------------------------------------------------------------------------
 
     async def record_turn(self, turn: TurnRecord) -> None:
-        values = turn.model_dump(exclude={"latency_s"})
-        values["messages"] = [m.model_dump() for m in turn.messages]
+        # A model may emit NUL characters, which PostgreSQL cannot store in text or JSON; the
+        # turn keeps them as U+FFFD on every database rather than failing the run.
+        values = without_nul(turn.model_dump(exclude={"latency_s"}))
+        values["messages"] = without_nul([m.model_dump() for m in turn.messages])
         values["latency_ms"] = turn.latency_s * 1000.0
-        payload = turn.model_dump(mode="json", exclude={"messages"})
+        payload = without_nul(turn.model_dump(mode="json", exclude={"messages"}))
 
         def write(connection: Connection) -> int:
             connection.execute(self._upsert_turn, values)
@@ -450,8 +492,9 @@ class Store:
 
     async def record_outcome(self, run_id: str, outcome: Outcome) -> None:
         table = outcome_table(outcome.kind)
-        values = {"run_id": run_id, **outcome.model_dump(mode="json")}
-        payload = {"kind": outcome.kind, **outcome.model_dump(mode="json")}
+        fields = without_nul(outcome.model_dump(mode="json"))  # model text, as in turns
+        values = {"run_id": run_id, **fields}
+        payload = {"kind": outcome.kind, **fields}
         statement = outcome_upsert(table, self.engine.dialect.name)
 
         def write(connection: Connection) -> int:

@@ -44,6 +44,17 @@ async def test_runs_and_turns_round_trip(any_store: Store) -> None:
     assert await any_store.find_turn(run.id, "zzz") is None
 
 
+async def test_a_model_reply_with_nul_characters_is_stored_not_fatal(any_store: Store) -> None:
+    """PostgreSQL cannot store NUL in text; a model that emits one must not fail its run."""
+    run, _ = await any_store.create_run("single", "2+2?", {})
+    await any_store.record_turn(
+        turn(run.id, "a", completion="4\x00 done", parsed={"note": "a\x00b"}, completion_tokens=2)
+    )
+    stored = await any_store.find_turn(run.id, "a")
+    assert stored.completion == "4\ufffd done"
+    assert stored.parsed == {"note": "a\ufffdb"}
+
+
 async def test_a_turn_made_again_replaces_the_failed_attempt(any_store: Store) -> None:
     run, _ = await any_store.create_run("single", "2+2?", {})
     await any_store.record_turn(turn(run.id, "solve", error="ModelError: timeout"))
