@@ -243,38 +243,46 @@ async def replay(store: Store, run_id: str, after: int) -> AsyncIterator[Event]:
 async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncIterator[Any]:
     """Stored events after ``last_id``, then live ones, until the run finishes.
 
-    Subscribing before replaying leaves no gap; live events already replayed are skipped.
-    When the live stream is quiet for ``STORE_POLL_S``, the store is read again: live
-    delivery can drop events (a Redis restart, a subscriber too slow for its queue), the
-    store cannot.
+    Subscribing before replaying leaves no gap. Stored events are told apart by id, not by
+    order: parallel turns commit their events concurrently, so a live event may carry a
+    smaller id than one already sent, and it is still new. When the live stream is quiet
+    for ``STORE_POLL_S`` the store is read again, because live delivery can drop events (a
+    Redis restart, a subscriber too slow for its queue) and the store cannot.
     """
+    sent: set[int] = set()
     async with services.bus.subscribe(run_id) as queue:
         async for event in replay(services.store, run_id, last_id):
-            last_id = event.id
+            sent.add(event.id)
             yield sse(event.id, event.type, event.payload)
             if event.type == "run_finished":
                 return
-        for live in stale_free_backlog(queue, last_id):
-            if live.get("id") is not None and live["id"] <= last_id:
-                continue
-            last_id = live.get("id") or last_id
-            yield sse(live.get("id"), live["type"], live["data"])
-            if live["type"] == "run_finished":
-                return
+        replayed_to = max(sent, default=last_id)
+        # The store is read again from ``floor``: ids at or below it were all committed by
+        # the previous read, one quiet interval earlier, so none can appear there any more.
+        floor, next_floor = last_id, replayed_to
+        pending = stale_free_backlog(queue, replayed_to)
         while True:
-            try:
-                live = await asyncio.wait_for(queue.get(), timeout=STORE_POLL_S)
-            except TimeoutError:
-                async for event in replay(services.store, run_id, last_id):
-                    last_id = event.id
-                    yield sse(event.id, event.type, event.payload)
-                    if event.type == "run_finished":
-                        return
-                continue
-            if live.get("id") is not None and live["id"] <= last_id:
-                continue
-            last_id = live.get("id") or last_id
-            yield sse(live.get("id"), live["type"], live["data"])
+            if pending:
+                live = pending.pop(0)
+            else:
+                try:
+                    live = await asyncio.wait_for(queue.get(), timeout=STORE_POLL_S)
+                except TimeoutError:
+                    async for event in replay(services.store, run_id, floor):
+                        if event.id in sent:
+                            continue
+                        sent.add(event.id)
+                        yield sse(event.id, event.type, event.payload)
+                        if event.type == "run_finished":
+                            return
+                    floor, next_floor = next_floor, max(sent, default=next_floor)
+                    continue
+            event_id = live.get("id")
+            if event_id is not None:
+                if event_id in sent:
+                    continue
+                sent.add(event_id)
+            yield sse(event_id, live["type"], live["data"])
             if live["type"] == "run_finished":
                 return
 
