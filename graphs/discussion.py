@@ -55,6 +55,11 @@ class DiscussionConfig(PatternConfig):
     evaluator_max_tokens: int = Field(96, ge=8, description="budget of each evaluator call")
     solver_history: int = Field(5, ge=0, description="history entries the solver sees")
     critic_history: int = Field(3, ge=0, description="history entries a critic sees")
+    reference_answer: str | None = Field(
+        None,
+        description="the known answer, never shown to the agents: the run is judged against "
+        "it (the API's answer_check, `data export --only-correct`)",
+    )
 
     @model_validator(mode="after")
     def _menu_positive(self) -> DiscussionConfig:

@@ -196,7 +196,7 @@ async def execute_run(
                     stream_tokens=stream_tokens,
                 )
             )
-            holder = asyncio.ensure_future(lease.hold(work))
+            keeper = asyncio.ensure_future(lease.hold(work))
             try:
                 outcome = await work
             except asyncio.CancelledError:
@@ -208,7 +208,7 @@ async def execute_run(
                     raise RunInterrupted(f"database unreachable: {exc}") from exc
                 raise
             finally:
-                holder.cancel()
+                keeper.cancel()
             observed.finish(outcome)
         return outcome
     except RunInterrupted:
