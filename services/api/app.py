@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from agents.model_map import ModelRouter
 from graphs.registry import UnknownPattern
-from services.api import health, runs
+from services.api import health, model_versions, runs
 from services.api.auth import ApiKeyAuth
 from services.api.deps import Services
 from services.api.limits import BodySizeLimit, NulInUrl
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
     # added last, so outermost: an unauthenticated request is refused before its body is read
     app.add_middleware(ApiKeyAuth, settings=settings, bind_host=bind_host)
     app.include_router(runs.router)
+    app.include_router(model_versions.router)  # global: any valid key reads them
     app.include_router(health.router)  # /healthz, /readyz, /metrics: no key needed
     from services.api import openai_face
 

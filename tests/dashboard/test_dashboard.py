@@ -23,6 +23,7 @@ from services import keys
 from services.store.db import create_engine, migrate
 from services.store.repository import Store
 from tests.api.conftest import LiveServer
+from tests.api.test_model_versions import register_two
 from tests.dashboard.conftest import (
     DISCUSSION,
     DOCS,
@@ -478,3 +479,42 @@ def test_with_keys_on_the_page_asks_for_the_key_once_per_browser_session(
         with open_page(browser, bypass_csp=False) as other:  # a new session asks again
             other.goto(runs_url(server))
             other.wait_for_selector("#key-form")
+
+
+# --- model versions --------------------------------------------------------------------------
+
+
+def test_the_model_versions_page_lists_versions_and_shows_one_with_its_metrics(
+    tmp_path: Path, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THINKTANK_HOME", str(tmp_path / "home"))
+    settings = dashboard_settings(tmp_path)
+    in_store(settings.database_url, register_two)
+    # with its Content-Security-Policy in force
+    with LiveServer(settings) as server, open_page(browser, bypass_csp=False) as page:
+        page.goto(runs_url(server))
+        page.click("nav a[data-nav='models']")
+        page.wait_for_selector("#models-body tr[data-name='policy-sft-v1']")
+        names = page.locator("#models-body tr td:first-child").all_inner_texts()
+        assert names == ["critic-rl-v1", "policy-sft-v1"]
+        critic = page.locator("#models-body tr[data-name='critic-rl-v1'] td").all_inner_texts()
+        assert critic[:5] == ["critic-rl-v1", "critic", "rl", "smollm2", "policy-sft-v1"]
+        assert critic[6] == "mean reward 0.75"
+        assert page.locator("nav a.active").inner_text() == "Model versions"
+        screenshot(page, "model-versions")
+
+        # the critic's parent link opens the policy it was trained from
+        page.click("#models-body tr[data-name='critic-rl-v1'] td:nth-child(5) a")
+        page.wait_for_selector("#model-metrics")
+        assert page.locator("#model-name").inner_text() == "policy-sft-v1"
+        metrics = {
+            row.get_attribute("data-metric"): row.locator("td").nth(1).inner_text()
+            for row in page.locator("#model-metrics tbody tr").all()
+        }
+        assert metrics == {"eval_loss": "1.5", "eval_loss_base": "2.5"}
+        fields = page.locator("#model-fields").inner_text()
+        assert "ab" * 32 in fields and "policy-sft-v1" in fields
+        screenshot(page, "model-version")
+
+        page.goto(f"{server.url}/ui/#/models/policy-sft-v9")
+        page.wait_for_selector("#models-error:has-text(\"no model version named 'policy-sft-v9'\")")

@@ -64,6 +64,8 @@ export const api = {
   turns: (id, signal) => request("GET", `runs/${encodeURIComponent(id)}/turns`, { signal }),
   cancel: (id) => request("POST", `runs/${encodeURIComponent(id)}/cancel`),
   patterns: (signal) => request("GET", "patterns", { signal }),
+  modelVersions: (query, signal) => request("GET", "model-versions", { query, signal }),
+  modelVersion: (name, signal) => request("GET", `model-versions/${encodeURIComponent(name)}`, { signal }),
 };
 
 /**

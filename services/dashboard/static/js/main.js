@@ -1,8 +1,10 @@
 // The dashboard's shell: the API key box and a router over the URL's hash
-// (#/runs?filters, #/runs/ID), so the static files need no server-side routes.
+// (#/runs?filters, #/runs/ID, #/models, #/models/NAME), so the static files need no
+// server-side routes.
 
 import { apiKey, setApiKey } from "./api.js";
 import { clear, h } from "./dom.js";
+import { modelPage, modelsPage } from "./models.js";
 import { runPage } from "./run.js";
 import { runsPage } from "./runs.js";
 
@@ -74,6 +76,10 @@ function route() {
     current = runPage(view, decodeURIComponent(parts[1]));
   } else if (parts[0] === "runs" || parts.length === 0) {
     current = runsPage(view, new URLSearchParams(query));
+  } else if (parts[0] === "models" && parts.length === 2) {
+    current = modelPage(view, decodeURIComponent(parts[1]));
+  } else if (parts[0] === "models" && parts.length === 1) {
+    current = modelsPage(view);
   } else {
     view.append(h("p", { class: "error" }, "No such page. "), h("a", { href: "#/runs" }, "All runs"));
   }
