@@ -110,7 +110,7 @@ def test_solve_with_spc_search_shows_the_verdicts(tmp_path: Path) -> None:
     )
     result = run_cli(env, "solve", PROBLEM, "--pattern", "spc-search", "--trajectories", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert '"verdict": "incorrect", "action": "resample"' in result.stdout
+    assert "verdict=incorrect, action=resample" in result.stdout
     assert "answer: 10" in result.stdout
 
     patterns = run_cli(env, "patterns")
