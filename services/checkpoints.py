@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.engine import make_url
@@ -42,6 +44,12 @@ async def _setup_once(saver: BaseCheckpointSaver, database_url: str) -> None:
     saver.is_setup = True  # the SQLite saver otherwise re-runs its setup on first use
 
 
+async def _close_sqlite(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        await conn.rollback()
+    await conn.close()
+
+
 @asynccontextmanager
 async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSaver]:
     """The saver for ``database_url``, with its tables created (idempotent)."""
@@ -50,7 +58,8 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-        async with aiosqlite.connect(url.database or ":memory:", timeout=10) as conn:
+        conn = await aiosqlite.connect(url.database or ":memory:", timeout=10)
+        try:
             # Same durability as the store's own connections (see services.store.db): a
             # killed process loses nothing, and commits skip the fsync that cost ~5 ms each.
             await conn.execute("PRAGMA journal_mode=WAL")
@@ -58,6 +67,11 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
             saver = AsyncSqliteSaver(conn)
             await _setup_once(saver, database_url)
             yield saver
+        finally:
+            # A run cancelled between a checkpoint write and its commit leaves a write
+            # transaction open, and its lock would stall every other run on the file: roll
+            # back and close even while this task is being cancelled.
+            await asyncio.shield(_close_sqlite(conn))
         return
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
