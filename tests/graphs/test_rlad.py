@@ -399,7 +399,9 @@ async def test_a_resumed_run_replays_the_solutions_it_already_made(harness: RunH
             "solution_player": [
                 Slow("first worker \\boxed{42}", 0.0),
                 Slow("first worker \\boxed{42}", 0.0),
-                Slow("never seen", 60.0),
+                # long enough to be in flight at the kill, which comes within milliseconds;
+                # short, so that nothing of the killed worker outlives the test for long
+                Slow("never seen", 5.0),
             ],
         }
     )
