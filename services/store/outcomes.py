@@ -6,9 +6,6 @@ A pattern that records a new kind adds its table here (a subclass of ``OutcomeRo
 
 from __future__ import annotations
 
-from sqlalchemy import Insert
-from sqlalchemy.dialects import postgresql, sqlite
-
 from roles.rlad import RladAbstraction
 from roles.spc import SpcGame
 from services.store.models import Base
@@ -31,16 +28,3 @@ def outcome_table(kind: str) -> type[Base]:
         return OUTCOME_TABLES[kind]
     except KeyError:
         raise UnknownOutcome(kind) from None
-
-
-def outcome_upsert(table: type[Base], dialect_name: str) -> Insert:
-    """Insert an outcome; the same (run, key) again replaces the stored one."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    replaced = [
-        c.key for c in table.__table__.columns if c.key not in ("id", "run_id", "key", "created_at")
-    ]
-    return statement.on_conflict_do_update(
-        index_elements=["run_id", "key"],
-        set_={name: statement.excluded[name] for name in replaced},
-    )

@@ -20,8 +20,8 @@ from roles.outcomes import Outcome
 from services import metrics
 from services.events import EventBus
 from services.store.db import is_transient, sessionmaker, sync_twin
-from services.store.models import Event, Run, Turn, new_run_id
-from services.store.outcomes import outcome_table, outcome_upsert
+from services.store.models import Base, Event, Run, Turn, new_run_id
+from services.store.outcomes import outcome_table
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,17 @@ def find_nul(value: Any, path: str) -> str | None:
     return None
 
 
-def turn_upsert(dialect_name: str) -> Insert:
-    """Insert a turn; one re-made after a failed attempt replaces it under the same key.
-
-    Built once per store so SQLAlchemy compiles it once, not on every turn.
-    """
+def upsert_by_run_and_key(table: type[Base], dialect_name: str) -> Insert:
+    """Insert a row keyed by (run, key); the same key again replaces it (a turn re-made after
+    a failed attempt, an outcome recomputed on resume). Built once per store and table so
+    SQLAlchemy compiles it once, not on every write."""
     dialect = postgresql if dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(Turn)
-    replaced = [c.key for c in Turn.__table__.columns if c.key not in ("id", "run_id", "key")]
+    statement = dialect.insert(table)
+    kept = ("id", "run_id", "key", "created_at")
+    replaced = [c.key for c in table.__table__.columns if c.key not in kept]
     return statement.on_conflict_do_update(
         index_elements=["run_id", "key"],
-        set_={name: statement.excluded[name] for name in replaced if name != "created_at"},
+        set_={name: statement.excluded[name] for name in replaced},
     )
 
 
@@ -145,7 +145,7 @@ class Store:
         self.bus = bus
         self.session = sessionmaker(engine)
         self.listeners: list[EventListener] = list(listeners or [])
-        self._upsert_turn = turn_upsert(engine.dialect.name)
+        self._upserts: dict[type[Base], Insert] = {}
         # SQLite has one writer at a time. Its writes go through one thread with a plain
         # sqlite3 connection: queued there instead of colliding in SQLite's busy handler,
         # and one thread hop per transaction instead of one per statement (aiosqlite's way).
@@ -179,6 +179,11 @@ class Store:
     def _write_sync(self, work: Callable[[Connection], T]) -> T:
         with self._sync_engine.begin() as connection:
             return work(connection)
+
+    def _upsert(self, table: type[Base]) -> Insert:
+        if table not in self._upserts:
+            self._upserts[table] = upsert_by_run_and_key(table, self.engine.dialect.name)
+        return self._upserts[table]
 
     async def close(self) -> None:
         if self._sqlite_writer is not None:
@@ -437,9 +442,10 @@ class Store:
         values["messages"] = without_nul([m.model_dump() for m in turn.messages])
         values["latency_ms"] = turn.latency_s * 1000.0
         payload = without_nul(turn.model_dump(mode="json", exclude={"messages"}))
+        upsert = self._upsert(Turn)
 
         def write(connection: Connection) -> int:
-            connection.execute(self._upsert_turn, values)
+            connection.execute(upsert, values)
             # the turn and its event commit together: a replayed stream shows every turn
             return insert_event(connection, turn.run_id, "turn_finished", payload)
 
@@ -495,10 +501,10 @@ class Store:
         fields = without_nul(outcome.model_dump(mode="json"))  # model text, as in turns
         values = {"run_id": run_id, **fields}
         payload = {"kind": outcome.kind, **fields}
-        statement = outcome_upsert(table, self.engine.dialect.name)
+        upsert = self._upsert(table)
 
         def write(connection: Connection) -> int:
-            connection.execute(statement, values)
+            connection.execute(upsert, values)
             return insert_event(connection, run_id, "outcome", payload)
 
         event_id = await self._write(write)
