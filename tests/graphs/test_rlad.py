@@ -8,6 +8,7 @@ rewards of each abstraction are known exactly whatever order the parallel calls 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 from collections import Counter, defaultdict
@@ -399,9 +400,7 @@ async def test_a_resumed_run_replays_the_solutions_it_already_made(harness: RunH
             "solution_player": [
                 Slow("first worker \\boxed{42}", 0.0),
                 Slow("first worker \\boxed{42}", 0.0),
-                # long enough to be in flight at the kill, which comes within milliseconds;
-                # short, so that nothing of the killed worker outlives the test for long
-                Slow("never seen", 5.0),
+                Slow("never seen", 60.0),
             ],
         }
     )
@@ -426,6 +425,10 @@ async def test_a_resumed_run_replays_the_solutions_it_already_made(harness: RunH
     made = {t.key: t.completion for t in await harness.store.turns(run_id) if t.node == "solve"}
     assert len(made) == 2
     await asyncio.sleep(0.4)  # the dead worker's lease lapses
+    # A killed process frees its database connections with it. Cancelled in-process, the
+    # run leaves one behind that holds SQLite's write lock until it is garbage-collected (a
+    # known leak, see the closing note); collect it as the process's death would.
+    gc.collect()
 
     second = ScriptedBackend({"solution_player": ["second worker \\boxed{42}"]})
     resumed = await execute_run(
