@@ -10,10 +10,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# llama.cpp (the OpenAI-compatible server the openai backend is tested on) is built from
+# source. A -march=native build uses AMX tiles where the CPU has them, and on virtual machines
+# that do not enable AMX every multi-token batch crashes; a portable AVX2 build does not, and
+# pip's cache must not hand back a native wheel built earlier.
+LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 # torch first, pinned to the CPU build on this machine's disk: any unpinned torch pulls
 # gigabytes of CUDA packages. The extras' torch range admits it, so nothing replaces it.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir 'llama-cpp-python[server]==0.3.36'
 	$(BIN)/pip install -e '.[local,postgres]'
 	touch $@
 

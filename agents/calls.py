@@ -8,18 +8,29 @@ asks for it (``RunContext.stream_tokens``), the reply's text also goes out as it
 as live ``token`` events, all of them before the turn's ``turn_finished``. A caller that
 passes a :class:`TextWatch` also sees the text as it is generated and may stop the call early
 (the turn then keeps the text generated so far, with finish reason ``"cancelled"``).
+
+A call that fails with a retryable :class:`ModelError` (a timeout, a 5xx, a replica
+restarting) is tried again, up to :class:`RetryPolicy`'s ``attempts`` in all (those a backend
+made by itself count), after an exponential backoff with jitter, each retry announced as a
+``turn_retry`` event. The call keeps its token reservation meanwhile, and only its last attempt
+becomes the stored turn. A call is not retried once any of its text has gone out (as live
+tokens or to a watch), nor once its watch is stopped or its run cancelled: the reader of that
+text would see it restart mid-way, and the caller or the owner asked for an end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.model import (
     ChatMessage,
@@ -27,6 +38,7 @@ from agents.model import (
     ModelBackend,
     ModelError,
     ModelRequest,
+    ModelResponse,
     SamplingParams,
 )
 from agents.telemetry import mark_replayed, traced_ask, traced_generate
@@ -69,6 +81,16 @@ class TurnRecord(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    completion_token_ids: list[int] | None = Field(
+        None,
+        description="the recorded sample's generated tokens, all completion_tokens of them, "
+        "where the backend returned them (the text may leave some out: a stop string)",
+    )
+    completion_logprobs: list[float] | None = Field(
+        None,
+        description="the model's log-probability of each of completion_token_ids, for training "
+        "without re-tokenizing; only ever stored together with them",
+    )
 
 
 class Recorder(Protocol):
@@ -133,6 +155,27 @@ class ModelSource(Protocol):
     def get(self, logical_name: str) -> ModelBackend: ...
 
 
+class RetryPolicy(BaseModel):
+    """How :func:`ask` retries a model call that failed with a retryable error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempts: int = Field(3, ge=1, description="most tries of one call, a backend's own included")
+    backoff_s: float = Field(0.5, ge=0.0, description="wait before the first retry; doubles after")
+    backoff_max_s: float = Field(8.0, ge=0.0, description="longest single wait between tries")
+
+    def delay_s(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1-based), with "equal jitter": half fixed,
+        half random, so calls that failed together (a replica restarting) do not all come
+        back together."""
+        base = min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1))
+        return base / 2 + random.uniform(0.0, base / 2)
+
+
+MODEL_RETRY = RetryPolicy()
+"""The policy of runs whose context names none; tests shrink its backoff."""
+
+
 @dataclass
 class RunContext:
     """What a graph's nodes get through LangGraph's runtime context: never checkpointed."""
@@ -147,6 +190,10 @@ class RunContext:
     stream_tokens: bool = False
     """Publish each call's text as it is generated (live ``token`` events), where the
     backend can stream it."""
+    adapters: dict[str, str] = field(default_factory=dict)
+    """Logical model name -> the LoRA adapter this run's calls to it name."""
+    retry: RetryPolicy | None = None
+    """How failed calls are retried; None: :data:`MODEL_RETRY`."""
 
 
 class RunCancelled(Exception):
@@ -325,6 +372,7 @@ async def ask(
     request = ModelRequest(
         messages=messages,
         params=params,
+        adapter=ctx.adapters.get(agent.model),
         tags={"run": ctx.run_id, "agent": agent.name, "role": agent.role},
     )
     tokens = None
@@ -353,13 +401,7 @@ async def _call(
     """The model call of :func:`ask` and its recorded turn, whatever the outcome."""
     started = time.perf_counter()
     try:
-        response = await traced_generate(
-            backend,
-            request,
-            conversation_id=ctx.run_id,
-            on_text=_text_sink(tokens, watch),
-            halt=watch.halt if watch is not None else None,
-        )
+        response = await _generate(ctx, backend, request, record, tokens, watch)
     except BaseException as exc:
         record.latency_s = time.perf_counter() - started
         record.error = f"{type(exc).__name__}: {exc}"
@@ -368,7 +410,7 @@ async def _call(
             if tokens is not None:
                 await tokens.close()  # what streamed before the failure precedes the turn
             await ctx.recorder.record_turn(record)
-        if isinstance(exc, ModelError | asyncio.CancelledError):
+        if isinstance(exc, ModelError | RunCancelled | asyncio.CancelledError):
             raise
         raise ModelError(record.error) from exc
     completion = response.completions[0]
@@ -381,6 +423,7 @@ async def _call(
     record.prompt_tokens = response.prompt_tokens
     record.completion_tokens = used
     record.latency_s = response.latency_s
+    record.completion_token_ids, record.completion_logprobs = _completion_tokens(completion)
     if parse_completion is not None:
         parsed = parse_completion(completion)
     else:
@@ -394,6 +437,94 @@ async def _call(
         await tokens.close()  # every token event before the turn's turn_finished
     await ctx.recorder.record_turn(record)
     return Turn(text=completion.text, parsed=parsed, record=record)
+
+
+async def _generate(
+    ctx: RunContext,
+    backend: ModelBackend,
+    request: ModelRequest,
+    record: TurnRecord,
+    tokens: TokenPublisher | None,
+    watch: TextWatch | None,
+) -> ModelResponse:
+    """The backend's reply, retried as the module docstring says; raises the last failure.
+
+    The call's reservation stays held between tries, so no parallel branch can take the
+    tokens a retry needs, and nothing is recorded here: the caller records the one turn.
+    """
+    policy = ctx.retry or MODEL_RETRY
+    sink = _text_sink(tokens, watch)
+    tried = 0
+    while True:
+        delivery = _Delivery(sink)
+        try:
+            return await traced_generate(
+                backend,
+                request,
+                conversation_id=ctx.run_id,
+                on_text=delivery.put if sink is not None else None,
+                halt=watch.halt if watch is not None else None,
+            )
+        except ModelError as exc:
+            retried = tried > 0
+            tried += max(1, exc.attempts)
+            halted = watch is not None and watch.stopped
+            if not exc.retryable or tried >= policy.attempts or delivery.delivered or halted:
+                if not retried:
+                    raise
+                raise ModelError(
+                    f"{exc} (gave up after {tried} tries)", retryable=exc.retryable, attempts=tried
+                ) from exc
+            failure = exc
+        delay = policy.delay_s(tried)
+        log.warning(
+            "run %s: turn %s failed on try %d of %d (%s); retrying in %.2fs",
+            ctx.run_id,
+            record.key,
+            tried,
+            policy.attempts,
+            failure,
+            delay,
+        )
+        await ctx.recorder.emit(
+            ctx.run_id,
+            "turn_retry",
+            {
+                "key": record.key,
+                "agent": record.agent,
+                "role": record.role,
+                "attempt": tried,
+                "attempts": policy.attempts,
+                "error": f"{type(failure).__name__}: {failure}",
+                "delay_s": round(delay, 3),
+            },
+        )
+        if watch is None:
+            await asyncio.sleep(delay)
+        else:  # a stop during the wait ends the call at once, with the failure it had
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.halt.wait(), delay)
+            if watch.stopped:
+                raise failure
+        if ctx.is_cancelled is not None and await ctx.is_cancelled():
+            raise RunCancelled(
+                f"run {ctx.run_id} was cancelled while turn {record.key} waited to retry "
+                f"({type(failure).__name__}: {failure})"
+            ) from failure
+
+
+class _Delivery:
+    """Passes a call's pieces on and remembers whether any text went out."""
+
+    def __init__(self, sink: Callable[[str], None] | None) -> None:
+        self._sink = sink
+        self.delivered = False
+
+    def put(self, piece: str) -> None:
+        if piece:
+            self.delivered = True
+        if self._sink is not None:
+            self._sink(piece)
 
 
 def _text_sink(
@@ -413,6 +544,20 @@ def _text_sink(
         follow(piece)
 
     return both
+
+
+def _completion_tokens(completion: Completion) -> tuple[list[int] | None, list[float] | None]:
+    """The ids and log-probs a turn keeps of its completion, or None where they would not
+    describe exactly the tokens generated and counted: a trainer given them trains on those
+    tokens, so wrong ones are worse than none (it then re-tokenizes the text)."""
+    ids, logprobs = completion.token_ids, completion.token_logprobs
+    if ids is None or len(ids) != completion.completion_tokens:
+        return None, None
+    if logprobs is None or len(logprobs) != len(ids):
+        return list(ids), None
+    if not all(math.isfinite(value) for value in logprobs):  # JSON (and a trainer) needs them
+        return list(ids), None
+    return list(ids), list(logprobs)
 
 
 def _stored_completion(stored: TurnRecord) -> Completion:

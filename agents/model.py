@@ -67,6 +67,18 @@ class Completion(BaseModel):
     finish_reason: Literal["stop", "length", "cancelled", "error"] = "stop"
     completion_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None
+    token_ids: list[int] | None = Field(
+        None,
+        description="the sample's generated tokens in order, all completion_tokens of them "
+        "(an end-of-sequence token or a stop string's tokens included, though the text leaves "
+        "them out); None where the backend does not say",
+    )
+    token_logprobs: list[float] | None = Field(
+        None,
+        description="the model's log-probability of each of token_ids (log-softmax of its raw "
+        "logits, before temperature and top_p), what a trainer needs to avoid re-tokenizing; "
+        "None where the backend does not say",
+    )
 
 
 class ModelResponse(BaseModel):
@@ -86,11 +98,16 @@ class ModelResponse(BaseModel):
 
 
 class ModelError(RuntimeError):
-    """A backend could not answer. ``retryable`` says whether trying again may help."""
+    """A backend could not answer. ``retryable`` says whether trying again may help.
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    ``attempts`` is how many tries the backend made before giving up: 1 unless it retries by
+    itself, so a caller that retries too counts them in rather than multiplying them.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, attempts: int = 1) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.attempts = attempts
 
 
 @runtime_checkable

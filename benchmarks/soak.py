@@ -10,8 +10,13 @@ every ``--kill-every`` seconds on average and a fresh one started: its runs must
 by the others' reapers once their leases expire and resume from their checkpoints. Faults stop
 at the deadline; then the runs still going get ``--drain-s`` to end.
 
-Prints: runs completed; runs failed, grouped by reason (a model failure fails its run: that is
-the expected outcome of an injected model error); runs unfinished after the drain (must be 0);
+An injected model error comes before any text of its call, so the call is tried again (after a
+backoff of 0.25-1 s, announced as a ``turn_retry`` event; the retried call stores one turn):
+a run fails only when one of its calls fails every one of its three tries, about
+``--fault-rate`` cubed of the calls (1 in a million at 1%), so nearly every run succeeds.
+
+Prints: runs completed; runs failed, grouped by reason (a call out of tries fails its run: that
+is the expected outcome of injected model errors); runs unfinished after the drain (must be 0);
 turns lost (must be 0: a turn key seen while a run went on and missing at the end, or a turn of
 the fault-free transcript missing from a succeeded run); duplicate turn keys (must be 0); turns
 that no fault-free run makes; runs resumed on another worker; and the resident memory (VmRSS)

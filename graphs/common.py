@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agents.backends.serving_config import check_adapter_name
 
 
 class PatternConfig(BaseModel):
@@ -20,6 +22,18 @@ class PatternConfig(BaseModel):
     )
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="logical model name -> LoRA adapter (a registered model version) its calls "
+        "in this run use; a campaign plays each round with its newest versions this way",
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, adapters: dict[str, str]) -> dict[str, str]:
+        for name in adapters.values():
+            check_adapter_name(name)
+        return adapters
 
 
 def first_reason(old: str | None, new: str | None) -> str | None:

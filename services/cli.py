@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,20 +15,22 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from agents.model_map import ModelRouter
-from graphs.registry import PATTERNS, UnknownPattern, get_pattern
+from graphs.registry import PATTERNS, get_pattern
 from services import keys
+from services.campaign_console import campaign_app
+from services.cli_common import CliError, console, open_store, run_async
 from services.console import LivePrinter, print_run, print_runs
 from services.runner import (
-    RunInterrupted,
     execute_run,
     holder_is_dead,
     lease_is_live,
     submit_run,
 )
 from services.settings import Settings
-from services.store.db import DatabaseURLError, create_engine, migrate
-from services.store.repository import RunNotFound, Store
+from services.store.repository import Store
 from services.telemetry import configure_tracing
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="thinktank: several LLM agents reasoning together, every word stored.",
@@ -44,46 +45,6 @@ keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 game_app = typer.Typer(help="Self-play games whose records become training data.")
 app.add_typer(game_app, name="game")
-
-console = Console()
-T = TypeVar("T")
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit status 2."""
-
-
-def run_async(main: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(main())
-    except (CliError, DatabaseURLError, RunNotFound, UnknownPattern, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except RunInterrupted as exc:
-        console.print(
-            f"[red]error:[/red] {exc}\nThe run keeps its stored turns; "
-            "`thinktank runs resume RUN_ID` continues it once the database is back."
-        )
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: the run keeps its stored turns")
-        raise typer.Exit(130) from None
-
-
-@asynccontextmanager
-async def open_store(settings: Settings):
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate(engine)
-    except Exception as exc:
-        await engine.dispose()
-        raise CliError(f"cannot open the database {engine.url!r}: {exc}") from exc
-    store = Store(engine)
-    try:
-        yield store
-    finally:
-        await store.close()
-        await engine.dispose()
 
 
 async def run_live(
@@ -344,7 +305,7 @@ def worker(
         [
             "worker",
             "-Q",
-            "runs",
+            "runs,campaigns",
             "--pool",
             "threads",
             "--concurrency",
@@ -473,6 +434,7 @@ def game_spc(
 ) -> None:
     """Play SPC self-play games: a sneaky generator against a step critic, one run per game."""
     from roles.spc import SpcGame, summarize_games
+    from training.games import game_config
     from training.problems import Problem, load_problems
 
     settings = Settings()
@@ -501,13 +463,7 @@ def game_spc(
 
         async def play(store: Store, problem: Problem) -> tuple[str, list[SpcGame]]:
             nonlocal finished
-            config = {**options, "reference_answer": problem.answer}
-            solution = problem.meta.get("solution")
-            steps_correct = problem.first_error_step in (None, -1)
-            if not isinstance(solution, str) and problem.solution_steps and steps_correct:
-                solution = "\n\n".join(problem.solution_steps)
-            if isinstance(solution, str) and solution.strip():
-                config["solution"] = solution
+            config = game_config(spec.name, problem, options)
             async with gate:
                 run_id = await submit_run(store, spec.name, problem.problem, config)
                 outcome = await execute_run(
@@ -1015,7 +971,10 @@ def eval_patterns(
 @app.command("eval-critic")
 def eval_critic(
     source: str = typer.Option(
-        ..., "--source", help="a ProcessBench or PRM800K file (or folder) of labelled steps"
+        ...,
+        "--source",
+        help="a ProcessBench or PRM800K file (or folder) of labelled steps, or "
+        "gen:step-errors[?difficulty=D&n=N&seed=S&error_rate=R]",
     ),
     model: str = typer.Option("verifier", "--model", help="logical model name of the judge"),
     mode: str = typer.Option("slow", "--mode", help="slow: critique each step; fast: at once"),
@@ -1088,7 +1047,7 @@ app.add_typer(data_app, name="data")
 def data_export(
     out: Annotated[Path, typer.Option(help="directory for data.jsonl and manifest.json")],
     kind: str = typer.Option(
-        ..., help="spc-critic, spc-sneaky, rlad-abstraction, rlad-solution or m1-sft"
+        ..., help="spc-critic, spc-sneaky, rlad-abstraction, rlad-solution, m1-sft or verifier"
     ),
     pattern: str | None = typer.Option(None, help="only runs of this pattern"),
     since: str | None = typer.Option(None, help="only runs created on or after (ISO date)"),
@@ -1096,6 +1055,12 @@ def data_export(
         False, "--only-correct", help="m1-sft: only runs whose answer matches the reference"
     ),
     limit: int | None = typer.Option(None, min=1, help="most source runs, newest first"),
+    require_consensus: bool = typer.Option(
+        True, help="m1-sft: only discussions whose critics all agreed with the last solution"
+    ),
+    require_format: bool = typer.Option(
+        True, help="m1-sft: only turns in their role's format (parsed; solver's \\boxed{})"
+    ),
 ) -> None:
     """Write a training dataset (records the trainers read) from stored runs."""
     from datetime import UTC, datetime
@@ -1112,7 +1077,12 @@ def data_export(
         if after is not None and after.tzinfo is None:
             after = after.replace(tzinfo=UTC)
         filters = ExportFilters(
-            pattern=pattern, since=after, only_correct=only_correct, limit=limit
+            pattern=pattern,
+            since=after,
+            only_correct=only_correct,
+            limit=limit,
+            require_consensus=require_consensus,
+            require_format=require_format,
         )
         async with open_store(settings) as store:
             manifest = await export_dataset(store, kind, filters, out)
@@ -1124,6 +1094,9 @@ def data_export(
         )
 
     run_async(main)
+
+
+app.add_typer(campaign_app, name="campaign")
 
 
 def main() -> None:

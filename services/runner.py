@@ -215,6 +215,12 @@ async def execute_run(
         with contextlib.suppress(Exception):
             await store.release_lease(run_id, owner)
         raise
+    except asyncio.CancelledError:
+        # Stopped from inside this process (a driver cancelled, Ctrl-C): nobody executes the
+        # run any more, so whoever resumes it need not wait for the lease to expire.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(store.release_lease(run_id, owner))
+        raise
 
 
 def _stored_outcome(run: Run) -> RunOutcome:
@@ -251,6 +257,7 @@ async def _execute(
             resuming=resuming or spent > 0,
             is_cancelled=CancelWatch(store, run_id),
             stream_tokens=stream_tokens,
+            adapters=dict(config.adapters),
         )
         await store.emit(run_id, "run_started", {"pattern": pattern.name, "resuming": resuming})
         initial = None if resuming else pattern.initial_state(run.problem, config)

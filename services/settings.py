@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     reap_interval_s: float = Field(
         10.0, gt=0, description="how often workers look for runs left unfinished"
     )
+    campaign_stale_s: float = Field(
+        120.0,
+        gt=0,
+        description="a campaign whose driver has written nothing for this long is taken over "
+        "and resumed (its driver writes a heartbeat every 10 s)",
+    )
     auth: Literal["auto", "on", "off"] = Field(
         "auto",
         description="API keys: on, off, or auto (on unless the server binds a loopback address)",

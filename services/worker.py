@@ -10,6 +10,7 @@ checkpoint.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -18,6 +19,8 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from agents.model_map import ModelRouter
+from services.campaign_tasks import campaign_env, resume_stalled
+from services.campaign_tasks import register as register_campaign_tasks
 from services.events import RedisBus
 from services.executor import EXECUTE_RUN_TASK, CeleryExecutor
 from services.recovery import requeue_forever
@@ -26,8 +29,10 @@ from services.settings import Settings
 from services.store.db import create_engine, migrate
 from services.store.repository import Store
 from services.telemetry import configure_tracing
+from training.campaigns import CampaignEnv
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
@@ -60,6 +65,7 @@ def make_celery(broker_url: str) -> Celery:
         retry_jitter=True,
         max_retries=8,
     )(execute_run_task)
+    register_campaign_tasks(app)
     return app
 
 
@@ -99,7 +105,25 @@ class WorkerLoop:
                 requeue_after_s=self.settings.requeue_after_s,
             )
         )
+        self.campaign_reaper = asyncio.create_task(self._resume_stalled_campaigns(store))
         return store
+
+    @property
+    def app(self) -> Celery:
+        return app
+
+    def campaign_env(self) -> CampaignEnv:
+        return campaign_env(self.store, self.models, self.settings.database_url)
+
+    async def _resume_stalled_campaigns(self, store: Store) -> None:
+        """Campaigns whose driver died (a killed worker) get a new chain; see
+        services.campaign_tasks."""
+        while True:
+            try:
+                await resume_stalled(store, app, stale_after_s=self.settings.campaign_stale_s)
+            except Exception as exc:  # the database or broker is away; next time
+                log.warning("could not look for stalled campaigns: %s", exc)
+            await asyncio.sleep(self.settings.reap_interval_s)
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()

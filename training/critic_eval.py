@@ -44,7 +44,9 @@ class CriticEvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(description="a ProcessBench or PRM800K file (or folder)")
+    source: str = Field(
+        description="a ProcessBench or PRM800K file (or folder), or gen:step-errors[?...]"
+    )
     limit: int | None = Field(None, ge=1, description="first N labelled solutions")
     judge_model: str = Field("verifier", description="logical model name of the judge")
     mode: Literal["fast", "slow"] = Field("slow", description="critique, or answer at once")
@@ -190,7 +192,7 @@ def labelled_problems(source: str, *, limit: int | None) -> list[Problem]:
     if not problems:
         raise EvaluationError(
             f"{source}: no step-labelled solution (ProcessBench: problem, steps, label; or "
-            "PRM800K) to judge"
+            "PRM800K; or gen:step-errors) to judge"
         )
     problems = problems[:limit] if limit is not None else problems
     check_unique_ids(problems, source)

@@ -4,12 +4,19 @@ Each kind reads one table of outcomes (or the turns of discussion runs) and turn
 the records a trainer reads. The row-to-record functions are pure; :func:`export_dataset` reads
 the store, writes ``data.jsonl`` (and ``data.parquet`` when pyarrow is installed) and a
 ``manifest.json`` that says where every record came from.
+
+``verifier`` records are the judgments of ``process_judge`` runs that a critic evaluation
+(``thinktank eval-critic``) made, so each has its solution's ProcessBench label. SDV's verifier
+decisions are not exported: they judge the solver's own steps, which nobody labelled (a right
+final answer does not make every step right), so their reward would be a guess.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -17,18 +24,27 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, Field
 
 from roles import rlad as rlad_roles
+from roles import sdv as sdv_roles
 from roles import spc as spc_roles
+from roles.answers import last_boxed
 from roles.checking import answers_match
 from roles.messages import ChatMessage
+from services.store import evaluations
 from services.store.models import Run, Turn
 from services.store.repository import Store
 from training.datasets import RLExample, SFTExample, dataset_hash, write_jsonl
 
-ExportKind = Literal["spc-critic", "spc-sneaky", "rlad-abstraction", "rlad-solution", "m1-sft"]
+ExportKind = Literal[
+    "spc-critic", "spc-sneaky", "rlad-abstraction", "rlad-solution", "m1-sft", "verifier"
+]
 EXPORT_KINDS: tuple[str, ...] = get_args(ExportKind)
 
-DEFAULT_PATTERN: dict[str, str | None] = {"m1-sft": "discussion"}
-"""Outcome kinds come from whichever pattern stored them; M1 data only from discussions."""
+DEFAULT_PATTERN: dict[str, str | None] = {"m1-sft": "discussion", "verifier": "process_judge"}
+"""Outcome kinds come from whichever pattern stored them; M1 data only from discussions,
+verifier data from process judges."""
+
+CRITIC_EVALUATION = "critic"
+"""The kind :mod:`training.critic_eval` stores its evaluations under; items hold the labels."""
 
 
 class ExportError(ValueError):
@@ -40,6 +56,19 @@ class ExportFilters(BaseModel):
     since: datetime | None = Field(None, description="runs created at or after this time")
     only_correct: bool = False
     limit: int | None = Field(None, ge=1, description="most source runs, newest first")
+    run_ids: list[str] | None = Field(
+        None, description="only these runs (a campaign round's games)"
+    )
+    # M500 kept a trace only if the discussion reached consensus, its format was right and its
+    # answer correct; correctness needs a reference answer, so only the first two are defaults.
+    require_consensus: bool = Field(
+        True, description="m1-sft: only discussions whose critics all agreed with the last solution"
+    )
+    require_format: bool = Field(
+        True,
+        description="m1-sft: only turns in their role's format (parsed; a solver's answer in "
+        "\\boxed{})",
+    )
 
 
 class Manifest(BaseModel):
@@ -71,14 +100,29 @@ def _prompt(turn: Turn, rebuilt: list[ChatMessage]) -> list[ChatMessage]:
     return rebuilt if stored == rebuilt else stored
 
 
+def _sampled_tokens(turn: Turn) -> tuple[list[int] | None, list[float] | None]:
+    """The turn's generated token ids and their log-probs as the backend returned them (the
+    trainer then trains on exactly those tokens and, with every record carrying log-probs,
+    compares with the sampler's own); log-probs only together with ids they line up with."""
+    ids, logprobs = turn.completion_token_ids, turn.completion_logprobs
+    if not ids:
+        return None, None
+    if logprobs is None or len(logprobs) != len(ids):
+        return list(ids), None
+    return list(ids), list(logprobs)
+
+
 def _rl(
     prompt: list[ChatMessage], turn: Turn, reward: float, group: str, **extra: Any
 ) -> RLExample:
+    token_ids, logprobs = _sampled_tokens(turn)
     return RLExample(
         prompt=prompt,
         completion=turn.completion,
         reward=reward,
         group_id=group,
+        completion_token_ids=token_ids,
+        old_logprobs=logprobs,
         truncated=turn.finish_reason == "length",
         id=f"{turn.run_id}/{turn.key}",
         meta={"run_id": turn.run_id, "turn": turn.key, "model": turn.model, **extra},
@@ -198,13 +242,40 @@ def rlad_solution_records(
     return records
 
 
-def m1_sft_records(run: Run, turns: Sequence[Turn], skipped: dict[str, int]) -> list[SFTExample]:
+def follows_format(turn: Turn) -> bool:
+    """M500's format check for one turn: its role's parser could read it, and a solver's
+    solution gives its final answer in ``\\boxed{}``. (M500 also wants ``<think>`` tags, which
+    only reasoning models write.)"""
+    if not turn.parse_ok:
+        return False
+    return turn.role != "solver" or last_boxed(turn.completion) is not None
+
+
+def reached_consensus(turns: Sequence[Turn], critics_checks: Sequence[dict[str, Any]]) -> bool:
+    """M1's consensus: the critics' check of the discussion's last solution (the ``critics``
+    decisions the discussion records) found nobody disagreeing. Every solution written must
+    have had its check; one cut short by the token budget was never agreed on."""
+    solutions = sum(turn.node == "solve" for turn in turns)
+    checked = {(check.get("round"), check.get("inner_turn")) for check in critics_checks}
+    if not solutions or len(checked) < solutions:
+        return False
+    last = critics_checks[-1]
+    return last.get("disagree") == 0 and last.get("agree", 0) > 0
+
+
+def m1_sft_records(
+    run: Run, turns: Sequence[Turn], skipped: dict[str, int], *, require_format: bool = False
+) -> list[SFTExample]:
     """Every answered turn of a discussion as a ShareGPT chat (M500's ``messages`` per role
-    call): what the agent saw, then what it said."""
+    call): what the agent saw, then what it said; with ``require_format``, only the turns
+    that follow their role's format."""
     records: list[SFTExample] = []
     for turn in turns:
         if turn.error or not turn.completion.strip():
             skipped["empty_turn"] = skipped.get("empty_turn", 0) + 1
+            continue
+        if require_format and not follows_format(turn):
+            skipped["malformed_turn"] = skipped.get("malformed_turn", 0) + 1
             continue
         records.append(
             SFTExample(
@@ -214,6 +285,93 @@ def m1_sft_records(run: Run, turns: Sequence[Turn], skipped: dict[str, int]) -> 
             )
         )
     return records
+
+
+@dataclass(frozen=True)
+class StepLabel:
+    """The ProcessBench label of the solution a judge run judged, and where it came from."""
+
+    evaluation: str
+    problem_id: str
+    first_error_step: int
+
+
+def verifier_reward(predicted: int | None, label: int) -> float:
+    """FlexiVe's accuracy reward for a verifier trained on first-error labels: 1 for the
+    labelled step (-1 for a correct solution), 0.5 for the right verdict (an error, or none)
+    at the wrong step, 0 for the wrong verdict or no readable index. Its length shaping is
+    left to the trainer (``meta.completion_tokens``)."""
+    if predicted is None:
+        return 0.0
+    if predicted == label:
+        return 1.0
+    return 0.5 if (predicted == -1) == (label == -1) else 0.0
+
+
+def verifier_records(
+    run: Run, label: StepLabel, turns: Sequence[Turn], skipped: dict[str, int]
+) -> list[RLExample]:
+    """Every judgment of a labelled ``process_judge`` run, rewarded against the label. The
+    group is the judged solution (the problem and its steps as the judge saw them), so the
+    judgments of one solution are compared, as FlexiVe's GRPO samples one prompt."""
+    steps = list(run.config.get("steps") or [])
+    mode = run.config.get("mode", "slow")
+    rebuilt = sdv_roles.verifier_messages(run.problem, steps, mode)
+    seen = json.dumps([m.model_dump() for m in rebuilt], sort_keys=True)
+    group = f"{label.problem_id}/{hashlib.sha256(seen.encode()).hexdigest()[:12]}"
+    records: list[RLExample] = []
+    for turn in turns:
+        if turn.role != "verifier":
+            continue
+        if turn.error or not turn.completion.strip():
+            skipped["empty_turn"] = skipped.get("empty_turn", 0) + 1
+            continue
+        predicted = sdv_roles.parse_check(turn.completion, len(steps)).first_wrong
+        records.append(
+            _rl(
+                _prompt(turn, rebuilt),
+                turn,
+                verifier_reward(predicted, label.first_error_step),
+                group,
+                evaluation=label.evaluation,
+                problem_id=label.problem_id,
+                label=label.first_error_step,
+                predicted=predicted,
+                mode=mode,
+                completion_tokens=turn.completion_tokens,
+            )
+        )
+    return records
+
+
+async def step_labels(store: Store) -> dict[str, StepLabel]:
+    """Run id -> label, for every judge run a critic evaluation made (its items hold the
+    earliest wrong step, or -1, as their reference)."""
+    labels: dict[str, StepLabel] = {}
+    for evaluation in await evaluations.list_evaluations(store, limit=1_000_000):
+        if evaluation.kind != CRITIC_EVALUATION:
+            continue
+        for item in await evaluations.evaluation_items(store, evaluation.id):
+            try:
+                first_error = int(item.reference or "")
+            except ValueError:
+                continue
+            if item.run_id is not None:
+                labels[item.run_id] = StepLabel(evaluation.name, item.problem_id, first_error)
+    return labels
+
+
+async def _critics_checks(store: Store, run_id: str) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        events = await store.events_after(run_id, after)
+        if not events:
+            return checks
+        checks += [
+            e.payload for e in events if e.type == "decision" and e.payload.get("by") == "critics"
+        ]
+        after = events[-1].id
 
 
 def _is_correct(run: Run) -> bool:
@@ -229,6 +387,9 @@ async def _source_runs(store: Store, kind: str, filters: ExportFilters) -> list[
         status="succeeded",
         created_after=filters.since,
     )
+    if filters.run_ids is not None:
+        wanted = set(filters.run_ids)
+        runs = [run for run in runs if run.id in wanted]
     return sorted(runs, key=lambda run: (run.created_at, run.id))
 
 
@@ -237,12 +398,27 @@ async def build_records(
 ) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     sources: list[str] = []
+    labels = await step_labels(store) if kind == "verifier" else {}
     for run in await _source_runs(store, kind, filters):
         if kind == "m1-sft":
             if filters.only_correct and not _is_correct(run):
                 skipped["not_correct"] = skipped.get("not_correct", 0) + 1
                 continue
-            made: list[Any] = m1_sft_records(run, await store.turns(run.id), skipped)
+            turns = await store.turns(run.id)
+            if filters.require_consensus and not reached_consensus(
+                turns, await _critics_checks(store, run.id)
+            ):
+                skipped["no_consensus"] = skipped.get("no_consensus", 0) + 1
+                continue
+            made: list[Any] = m1_sft_records(
+                run, turns, skipped, require_format=filters.require_format
+            )
+        elif kind == "verifier":
+            label = labels.get(run.id)
+            if label is None:
+                skipped["no_label"] = skipped.get("no_label", 0) + 1
+                continue
+            made = verifier_records(run, label, await store.turns(run.id), skipped)
         elif kind in ("spc-critic", "spc-sneaky"):
             games = await store.outcomes(run.id, spc_roles.SpcGame)
             if not games:
@@ -273,6 +449,10 @@ def _write_parquet(path: Path, records: Sequence[Record]) -> bool:
     rows = [r.model_dump(mode="json", exclude_none=True) for r in records]
     for row in rows:
         row["meta"] = json.dumps(row.get("meta", {}), sort_keys=True)  # free-form: one column
+    # pyarrow takes the columns from the first row: a field only later records carry (token
+    # ids, an advantage) would be dropped, so every row names every column.
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    rows = [{name: row.get(name) for name in columns} for row in rows]
     pq.write_table(pa.Table.from_pylist(rows), path)
     return True
 

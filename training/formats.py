@@ -16,6 +16,10 @@
 A ``.jsonl`` file holds one record per line; a ``.json`` file holds a list of records, one
 record, or an object whose ``data``/``problems``/``examples`` key holds the list; a folder is
 read file by file in name order (the original MATH release is a folder of one-record files).
+
+Text a run could not store is refused where it is read, naming the file and line (the record's
+index in a ``.json`` list, for a NUL written as ``\\u0000``): bytes that are not UTF-8, and NUL
+characters, raw or escaped, which PostgreSQL cannot hold in text.
 """
 
 from __future__ import annotations
@@ -55,10 +59,7 @@ def read_problem_files(path: Path, *, limit: int | None = None) -> list[Problem]
 
 
 def _records(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProblemSourceError(f"{file}: cannot read ({exc})") from None
+    text = _read_text(file)
     if file.suffix != ".json":
         for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -67,6 +68,7 @@ def _records(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ProblemSourceError(f"{file}:{line_no}: not JSON ({exc.msg})") from None
+            _refuse_nul(record, f"{file}:{line_no}")
             yield line_no - 1, _as_object(record, f"{file}:{line_no}")
         return
     try:
@@ -83,7 +85,45 @@ def _records(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not isinstance(data, list):
         raise ProblemSourceError(f"{file}: expected a list of records")
     for index, record in enumerate(data):
+        _refuse_nul(record, f"{file}[{index}]")
         yield index, _as_object(record, f"{file}[{index}]")
+
+
+def _read_text(file: Path) -> str:
+    """The file as text; bytes that are not UTF-8, or a raw NUL, fail with their line."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ProblemSourceError(f"{file}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ProblemSourceError(
+            f"{file}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise ProblemSourceError(f"{file}:{line}: {_NUL}")
+    return text
+
+
+_NUL = "contains a NUL character, which a problem cannot hold"
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """Fail on a NUL written as a JSON escape (``\\u0000``) anywhere in a record."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ProblemSourceError(f"{where}: {_NUL}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, where)
+            _refuse_nul(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nul(item, where)
 
 
 def _as_object(record: Any, where: str) -> dict[str, Any]:

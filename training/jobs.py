@@ -177,6 +177,16 @@ async def refresh_status(store: Any, run: TrainingRun) -> TrainingRun:
     return await registry.get_training_run(store, run.id)
 
 
+def signal_local(run: TrainingRun) -> bool:
+    """Ask the run's process on this machine to checkpoint and stop (SIGTERM); whether
+    there was one to ask."""
+    if run.pid is None or run.host != socket.gethostname() or not _pid_alive(run.pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(run.pid, signal.SIGTERM)
+    return True
+
+
 async def submit_training(
     store: Any,
     kind: str,

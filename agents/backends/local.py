@@ -31,6 +31,10 @@ Choices a caller may want to know:
   only with requests of the same temperature, top_p and seed.
 * Logprobs are the model's raw distribution (log-softmax of the logits before temperature and
   top_p), so they stay finite and comparable across sampling settings.
+* Every completion carries ``token_ids`` (all ``completion_tokens`` of them, the EOS token or a
+  stop string's tokens included) and ``token_logprobs``, the chosen token's log-probability
+  under that same raw distribution, whether or not ``top_logprobs`` was asked for: what
+  training needs to see exactly the tokens sampled (see :class:`_ChosenLogprobs`).
 * ``generate(request, on_text=...)`` streams sample 0 of the request without leaving its batch:
   the worker decodes that row's new tokens incrementally at every step of the batch's
   ``generate`` and hands out the text that can no longer turn into a stop string. Rows nobody
@@ -76,6 +80,8 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -319,6 +325,47 @@ class _RowResult:
     tokens: list[int]
 
 
+class _ChosenLogprobs(LogitsProcessor):
+    """The log-probability of every token each row of a batch generates, step by step.
+
+    What is kept is the log-softmax of the model's raw logits (temperature 1, no top_p), not
+    of the distribution actually sampled from: training (``training/rl.py``) computes its
+    policy's log-probs that way, so a stored value is the "old" log-prob it would compute
+    itself for the same weights, and a greedy or low-temperature sample does not store a
+    near-certain 0.0 for every token. transformers applies the processors a caller passes
+    after the generation config's own (penalties, suppressed tokens: none for the models served
+    here) and before temperature and top_p, so ``scores`` here are the raw logits.
+
+    Nothing extra is kept per step beyond one vocab-sized row per sequence, replaced at the
+    next step (``output_logits`` would keep every step's logits until the end), and no extra
+    forward pass is run: the step's token is only known once it is sampled, so
+    :class:`_RowStopper` calls :meth:`take` after each step.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self.values: list[list[float]] = [[] for _ in range(rows)]
+        self._pending: torch.Tensor | None = None  # [rows, vocab] of the step being sampled
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores  # unchanged: sampling goes on as if this processor were not there
+
+    def take(self, input_ids: torch.Tensor) -> None:
+        """Record the log-prob of the token each row just received (the last column)."""
+        if self._pending is None:
+            return
+        chosen = input_ids[:, -1:].to(self._pending.device)
+        for row, value in enumerate(self._pending.gather(1, chosen).squeeze(1).tolist()):
+            self.values[row].append(value)
+        self._pending = None
+
+    def of(self, index: int, length: int) -> list[float] | None:
+        """Row ``index``'s first ``length`` log-probs (None if, against expectation, a step
+        was missed: no values rather than values shifted against their tokens)."""
+        values = self.values[index]
+        return values[:length] if len(values) >= length else None
+
+
 class _RowStopper(StoppingCriteria):
     """Finishes each row of a batch on its own terms: EOS, its stop strings, its max_tokens or
     its halt event.
@@ -337,6 +384,7 @@ class _RowStopper(StoppingCriteria):
         cancel: Sequence[threading.Event],
         on_halt: Callable[[_RowStopper, torch.Tensor], None] | None = None,
         between_steps: Callable[[], None] | None = None,
+        chosen: _ChosenLogprobs | None = None,
     ) -> None:
         self.rows = rows
         self.prompt_width = prompt_width
@@ -344,6 +392,7 @@ class _RowStopper(StoppingCriteria):
         self.cancel = cancel
         self.on_halt = on_halt
         self.between_steps = between_steps
+        self.chosen = chosen
         self.windows = [_stop_window(row.stop) for row in rows]
         self.finished_len: list[int | None] = [None] * len(rows)
         self.reason: list[FinishReason | None] = [None] * len(rows)
@@ -359,6 +408,8 @@ class _RowStopper(StoppingCriteria):
         return any(stop in tail for stop in row.stop)
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        if self.chosen is not None:  # first: a row halted below is handed out with its values
+            self.chosen.take(input_ids)
         generated = input_ids.shape[1] - self.prompt_width
         last = input_ids[:, -1].tolist()
         halted = False
@@ -754,12 +805,14 @@ class LocalBackend:
             attention[index, width - len(row.prompt_ids) :] = 1
         events = [self._closing] + ([cancel] if cancel is not None else [])
         between_steps = None if self._interjecting else (lambda: self._between_steps(rows))
-        stopper = _RowStopper(rows, width, loaded, events, on_halt, between_steps)
+        chosen = _ChosenLogprobs(len(rows))
+        stopper = _RowStopper(rows, width, loaded, events, on_halt, between_steps, chosen)
         want_logprobs = max(row.top_logprobs for row in rows)
         options: dict[str, Any] = {
             "max_new_tokens": max(row.max_tokens for row in rows),
             "eos_token_id": sorted(loaded.eos_ids),
             "pad_token_id": loaded.pad_id,
+            "logits_processor": LogitsProcessorList([chosen]),
             "stopping_criteria": StoppingCriteriaList([stopper]),
             "streamer": _RowsStreamer(texts, stopper) if texts else None,
         }
@@ -800,7 +853,9 @@ class LocalBackend:
             if row.top_logprobs:
                 logprobs = self._logprobs(loaded, output.logits, index, tokens, row.top_logprobs)
             self.stats.completion_tokens += len(tokens)
-            completion = self._row_completion(loaded, row, tokens, stopper.reason[index], logprobs)
+            completion = self._row_completion(
+                loaded, row, tokens, stopper.reason[index], logprobs, chosen.of(index, len(tokens))
+            )
             results.append(_RowResult(completion, tokens))
             if texts and index in texts:
                 texts[index].finish(completion.text)
@@ -813,12 +868,19 @@ class LocalBackend:
         tokens: list[int],
         reason: FinishReason | None,
         logprobs: list[TokenLogprob] | None = None,
+        token_logprobs: list[float] | None = None,
     ) -> Completion:
-        """A row's generated tokens as its completion, cut at its stop strings."""
+        """A row's generated tokens as its completion, cut at its stop strings (the text only:
+        ``token_ids`` keep every token generated and counted)."""
         text, hit = cut_at_stop(loaded.tokenizer.decode(tokens, skip_special_tokens=True), row.stop)
         finish: FinishReason = "stop" if hit else (reason or "length")
         return Completion(
-            text=text, finish_reason=finish, completion_tokens=len(tokens), logprobs=logprobs
+            text=text,
+            finish_reason=finish,
+            completion_tokens=len(tokens),
+            logprobs=logprobs,
+            token_ids=list(tokens),
+            token_logprobs=token_logprobs,
         )
 
     # ----------------------------------------------------------------- interjections (worker)
@@ -968,7 +1030,10 @@ class LocalBackend:
                 for i, length in zip(indices, lengths, strict=True):
                     start = stopper.prompt_width
                     tokens = input_ids[i, start : start + (length or 0)].tolist()
-                    completion = self._row_completion(loaded, rows[i], tokens, stopper.reason[i])
+                    values = stopper.chosen.of(i, len(tokens)) if stopper.chosen else None
+                    completion = self._row_completion(
+                        loaded, rows[i], tokens, stopper.reason[i], token_logprobs=values
+                    )
                     if i in texts:
                         texts[i].finish(completion.text)
                     completions.append(completion)

@@ -440,6 +440,7 @@ class OpenAIBackend:
                     f"{self.endpoint} failed after {attempts} attempt(s); "
                     f"last: {failure.description}",
                     retryable=True,
+                    attempts=attempts,
                 ) from error
             delay = self._backoff_s(number, failure.retry_after_s)
             log.warning(

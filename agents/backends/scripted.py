@@ -15,9 +15,9 @@ cut to the same share of their words. A reply scripted as :class:`Logprobs` also
 log-probabilities (for a caller that asks for ``top_logprobs``); plain replies carry none.
 
 For soak tests the configuration can also inject faults at random: ``failure_rate`` is the
-share of calls that fail, after their delay, with a retryable :class:`ModelError` (as a model
-server that dropped a request would), and ``latency_jitter_s`` adds up to that much to each
-call's delay. ``seed`` makes both repeatable; both are off by default.
+share of calls that fail, after their delay and before any of their text, with a retryable
+:class:`ModelError` (as a model server that dropped a request would), and ``latency_jitter_s``
+adds up to that much to each call's delay. ``seed`` makes both repeatable; both are off by default.
 """
 
 from __future__ import annotations
@@ -161,7 +161,8 @@ class ScriptedBackend:
         typed: float | None = None  # share of sample 0 typed before a halt; None: all of it
         try:
             first = outcomes[0]
-            if (on_text is not None or halt is not None) and isinstance(first, Completion):
+            typing = not injected and isinstance(first, Completion)
+            if (on_text is not None or halt is not None) and typing:
                 typed = await _type(first.text, delay, on_text or _ignore, halt)
             elif halt is not None:
                 with contextlib.suppress(TimeoutError):

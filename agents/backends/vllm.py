@@ -127,15 +127,24 @@ def response_from_completion(
     counts = [len(getattr(choice, "token_ids", None) or []) for choice in choices]
     if sum(counts) != total and choices:  # no token ids: share the total out evenly
         counts = [total // len(choices) + (i < total % len(choices)) for i in range(len(choices))]
-    completions = [
-        Completion(
-            text=choice.message.content or "",
-            finish_reason=_finish(choice.finish_reason),
-            completion_tokens=count,
-            logprobs=(_logprobs(choice) or []) if asked_logprobs else None,
+    completions = []
+    for choice, count in zip(choices, counts, strict=True):
+        logprobs = (_logprobs(choice) or []) if asked_logprobs else None
+        ids = getattr(choice, "token_ids", None)
+        ids = list(ids) if ids is not None and len(ids) == count else None
+        completions.append(
+            Completion(
+                text=choice.message.content or "",
+                finish_reason=_finish(choice.finish_reason),
+                completion_tokens=count,
+                logprobs=logprobs,
+                token_ids=ids,
+                # vLLM's log-probs are the raw model's by default (its logprobs_mode)
+                token_logprobs=[item.logprob for item in logprobs]
+                if ids is not None and logprobs is not None and len(logprobs) == len(ids)
+                else None,
+            )
         )
-        for choice, count in zip(choices, counts, strict=True)
-    ]
     return ModelResponse(
         completions=completions,
         prompt_tokens=usage.prompt_tokens if usage else 0,

@@ -13,10 +13,12 @@ from pydantic import ValidationError
 
 from agents.model_map import ModelRouter
 from graphs.registry import UnknownPattern
+from services.api import campaigns as campaigns_api
 from services.api import health, model_versions, runs
 from services.api.auth import ApiKeyAuth
 from services.api.deps import Services
 from services.api.limits import BodySizeLimit, NulInUrl
+from services.campaign_drivers import CampaignDrivers
 from services.dashboard import mount_dashboard
 from services.events import EventBus, InMemoryBus, RedisBus
 from services.executor import CeleryExecutor, Executor, InProcessExecutor
@@ -73,12 +75,29 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
                     requeue_after_s=settings.requeue_after_s,
                 )
             )
-        app.state.services = Services(settings=settings, store=store, executor=executor, bus=bus)
+        campaigns = CampaignDrivers(
+            store,
+            models,
+            settings.database_url,
+            settings.broker_url,
+            stale_after_s=settings.campaign_stale_s,
+        )
+        campaign_reaper = None
+        if not settings.broker_url:  # the workers look for stalled campaigns themselves
+            campaign_reaper = asyncio.create_task(
+                campaigns.resume_forever(settings.reap_interval_s)
+            )
+        app.state.services = Services(
+            settings=settings, store=store, executor=executor, bus=bus, campaigns=campaigns
+        )
         try:
             yield
         finally:
             if reaper is not None:
                 reaper.cancel()
+            if campaign_reaper is not None:
+                campaign_reaper.cancel()
+            await campaigns.close()
             await executor.close()
             await models.close()
             await bus.close()
@@ -96,6 +115,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
     # added last, so outermost: an unauthenticated request is refused before its body is read
     app.add_middleware(ApiKeyAuth, settings=settings, bind_host=bind_host)
     app.include_router(runs.router)
+    app.include_router(campaigns_api.router)
     app.include_router(model_versions.router)  # global: any valid key reads them
     app.include_router(health.router)  # /healthz, /readyz, /metrics: no key needed
     from services.api import openai_face

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from services.campaign_drivers import CampaignDrivers
 from services.events import EventBus
 from services.executor import Executor
 from services.settings import Settings
@@ -18,6 +19,7 @@ class Services:
     store: Store
     executor: Executor
     bus: EventBus
+    campaigns: CampaignDrivers
 
 
 def get_services(request: Request) -> Services:

@@ -120,6 +120,9 @@ class Turn(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
+    # what the backend generated, token by token, when it says (None: it did not say)
+    completion_token_ids: Mapped[list[Any] | None]
+    completion_logprobs: Mapped[list[Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
     run: Mapped[Run] = relationship(back_populates="turns")

@@ -33,6 +33,7 @@ EventListener = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 TERMINAL = ("succeeded", "failed", "cancelled")
 # Events a stream shows live but the store does not keep: they say nothing a replay needs.
 LIVE_ONLY = frozenset({"turn_started", "token"})
+TURN_EVENT_OMITS = frozenset({"messages", "completion_token_ids", "completion_logprobs"})
 
 
 class RunNotFound(LookupError):
@@ -123,6 +124,8 @@ def turn_record(row: Turn) -> TurnRecord:
         completion_tokens=row.completion_tokens,
         latency_s=row.latency_ms / 1000.0,
         error=row.error,
+        completion_token_ids=row.completion_token_ids,
+        completion_logprobs=row.completion_logprobs,
     )
 
 
@@ -441,7 +444,8 @@ class Store:
         values = without_nul(turn.model_dump(exclude={"latency_s"}))
         values["messages"] = without_nul([m.model_dump() for m in turn.messages])
         values["latency_ms"] = turn.latency_s * 1000.0
-        payload = without_nul(turn.model_dump(mode="json", exclude={"messages"}))
+        # The event shows the turn, not its token arrays (training reads them from the table).
+        payload = without_nul(turn.model_dump(mode="json", exclude=TURN_EVENT_OMITS))
         upsert = self._upsert(Turn)
 
         def write(connection: Connection) -> int:

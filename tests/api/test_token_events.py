@@ -180,6 +180,7 @@ async def test_tokens_published_during_the_replay_are_not_sent_after_their_turn(
         store=store,
         executor=None,
         bus=QueuedBus(backlog),  # type: ignore[arg-type]
+        campaigns=None,  # type: ignore[arg-type]
     )
     sent = [event async for event in stream_events(services, run_id, 0)]
 

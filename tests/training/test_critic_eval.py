@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from agents.model import ModelRequest
 from agents.model_map import ModelRouter
 from services.store import evaluations as repo
 from services.store.repository import Store
+from tests.conftest import run_cli
+from tests.training.test_generators import first_wrong_step
 from training.critic_eval import (
     CriticEvalConfig,
     Judgment,
@@ -20,6 +24,7 @@ from training.critic_eval import (
     score_processbench,
 )
 from training.evaluation import EvaluationError
+from training.problems import load_problems
 
 
 def test_scores_follow_processbench_on_a_fixed_set_of_judgments() -> None:
@@ -169,3 +174,54 @@ async def test_a_file_without_step_labels_is_refused(
             sqlite_url,
             CriticEvalConfig(source=str(path)),
         )
+
+
+def perfect_judge(request: ModelRequest) -> str:
+    """Recomputes every paragraph's arithmetic and names the first one that is off."""
+    prompt = request.messages[-1].content
+    paragraphs = re.findall(r"<paragraph_(\d+)>\n(.*?)\n</paragraph_\1>", prompt, re.S)
+    assert [int(i) for i, _ in paragraphs] == list(range(len(paragraphs)))
+    return f"\\boxed{{{first_wrong_step([text for _, text in paragraphs])}}}"
+
+
+async def test_generated_step_errors_are_judged_without_a_file(
+    store: Store, sqlite_url: str
+) -> None:
+    source = "gen:step-errors?n=8&seed=3&difficulty=4"
+    result, items = await evaluate_critic(
+        store,
+        ModelRouter.single(ScriptedBackend({"verifier": [perfect_judge]})),
+        sqlite_url,
+        CriticEvalConfig(source=source, name="gen"),
+    )
+    labels = [p.first_error_step for p in load_problems(source)]
+    assert [i.reference for i in items] == [str(label) for label in labels]
+    assert all(i.correct for i in items)
+    [subset] = result.report.subsets
+    assert (subset.subset, subset.samples, subset.erroneous, subset.f1) == (
+        "step-errors-d4",
+        8,
+        sum(label >= 0 for label in labels),
+        1.0,
+    )
+    assert result.source == source  # a generator, not a path
+
+
+def test_eval_critic_takes_a_generator_on_the_command_line(tmp_path: Path) -> None:
+    scripted = {"backend": "scripted", "replies": {"verifier": ["Step 1 is off. \\boxed{1}"]}}
+    env = {
+        **os.environ,
+        "THINKTANK_HOME": str(tmp_path),
+        "THINKTANK_MODELS__DEFAULT": json.dumps(scripted),
+        "COLUMNS": "200",
+    }
+    result = run_cli(env, "eval-critic", "--source", "gen:step-errors?n=4", "--name", "gen")
+    assert result.returncode == 0, result.stdout + result.stderr
+    labels = [p.first_error_step for p in load_problems("gen:step-errors?n=4")]
+    erroneous = sum(label >= 0 for label in labels)
+    hits = sum(label == 1 for label in labels)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "gen: judge verifier (slow) on gen:step-errors?n=4, 4 labelled solutions"
+    assert lines[2].split()[:3] == ["step-errors-d2", "4", str(erroneous)]
+    assert lines[2].split()[4:6] == [str(4 - erroneous), "0.0"]  # every correct one flagged
+    assert lines[2].split()[3] == (f"{100 * hits / erroneous:.1f}" if erroneous else "-")

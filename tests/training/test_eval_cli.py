@@ -90,6 +90,30 @@ def test_eval_critic_prints_processbench_scores(env: dict[str, str], tmp_path: P
     assert lines[4] == "average F1 over subsets: 0.0"
 
 
+def test_a_nul_or_a_byte_that_is_not_utf8_stops_eval_naming_the_file_and_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    good = json.dumps({"id": "a", "problem": "Problem a", "answer": "5"}).encode() + b"\n"
+    sources = {
+        # a raw NUL byte, a NUL escaped as JSON allows (\u0000), a Latin-1 byte
+        "raw.jsonl": (good * 2 + b'{"problem": "P\x00b", "answer": "5"}\n', 3),
+        "escaped.jsonl": (good + json.dumps({"problem": "P\x00b", "answer": "5"}).encode(), 2),
+        "latin1.jsonl": (good + b'{"problem": "caf\xe9", "answer": "5"}\n', 2),
+    }
+    nul = "contains a NUL character, which a problem cannot hold"
+    for name, (content, line) in sources.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        result = run_cli(env, "eval", "--source", str(path), "--patterns", "single")
+        assert result.returncode == 2, result.stdout + result.stderr
+        reason = "not UTF-8 text (byte 0xe9); save the file as UTF-8" if "latin" in name else nul
+        assert result.stdout.splitlines() == [f"error: {path}:{line}: {reason}"]
+        assert "Traceback" not in result.stderr
+    critic = run_cli(env, "eval-critic", "--source", str(tmp_path / "latin1.jsonl"))
+    assert critic.returncode == 2 and "latin1.jsonl:2: not UTF-8" in critic.stdout
+    assert run_cli(env, "runs", "list").stdout.startswith("no runs stored yet")
+
+
 def test_the_progress_bar_redraws_on_a_terminal_and_prints_lines_elsewhere() -> None:
     def updates(total: int):
         for ended in range(total + 1):

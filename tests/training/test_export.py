@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from agents.backends.scripted import ScriptedBackend
+from agents.model import ModelRequest, ModelResponse
+from agents.model_map import ModelRouter
 from roles.rlad import abstraction_messages
+from roles.sdv import verifier_messages
 from roles.spc import critic_messages, sneaky_messages
 from tests.conftest import RunHarness, run_cli
 from tests.graphs import test_discussion as discussion
 from tests.graphs import test_rlad as rlad
 from tests.graphs import test_spc_game as spc
+from tests.training import test_critic_eval as critic_eval
+from training.critic_eval import CriticEvalConfig, evaluate_critic
 from training.datasets import RLExample, SFTExample, dataset_hash, read_jsonl
 from training.export import ExportFilters, export_dataset
 
@@ -163,6 +169,67 @@ async def test_m1_sft_turns_as_chats_and_only_correct(harness: RunHarness, tmp_p
     assert only.skipped == {"not_correct": 2}
 
 
+class ReportsTokens:
+    """A scripted model whose completions also report their tokens, one id and log-prob per
+    word (the scripted backend counts a word as a token), as the local backend reports its
+    own; ids are numbered across calls so every turn's differ."""
+
+    def __init__(self, inner: ScriptedBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.next_id = 100
+
+    async def generate(self, request: ModelRequest, **kwargs: Any) -> ModelResponse:
+        response = await self.inner.generate(request, **kwargs)
+        for completion in response.completions:
+            count = completion.completion_tokens
+            completion.token_ids = list(range(self.next_id, self.next_id + count))
+            completion.token_logprobs = [-(i + 1) / 8 for i in range(count)]
+            self.next_id += count
+        return response
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_rl_records_carry_the_sampled_tokens_and_logprobs(
+    harness: RunHarness, tmp_path: Path
+) -> None:
+    model = ReportsTokens(spc.backend())
+    run_id, _ = await harness.run(
+        model,
+        "spc_game",
+        spc.PROBLEM,
+        reference_answer="10",
+        solution=spc.SOLUTION,
+        step_index=0,
+        rollouts=2,
+    )
+    turns = {turn.key: turn for turn in await harness.store.turns(run_id)}
+
+    out = tmp_path / "critic"
+    await export_dataset(harness.store, "spc-critic", ExportFilters(), out)
+    records = read_jsonl(out / "data.jsonl", RLExample)
+    assert [r.completion for r in records] == [spc.DETECTS, spc.APPROVES]
+    for record in records:
+        turn = turns[record.meta["turn"]]
+        assert turn.completion_token_ids and turn.completion_logprobs
+        assert record.completion_token_ids == turn.completion_token_ids
+        assert record.old_logprobs == turn.completion_logprobs
+        assert len(record.completion_token_ids) == len(spc.DETECTS.split())
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "data.parquet")
+    assert table.column("completion_token_ids").to_pylist() == [
+        r.completion_token_ids for r in records
+    ]
+
+    await export_dataset(harness.store, "spc-sneaky", ExportFilters(), tmp_path / "sneaky")
+    [sneaky] = read_jsonl(tmp_path / "sneaky" / "data.jsonl", RLExample)
+    assert sneaky.completion_token_ids == turns[sneaky.meta["turn"]].completion_token_ids
+    assert sneaky.old_logprobs is not None
+
+
 def test_cli_exports_and_refuses_bad_input(tmp_path: Path) -> None:
     env = {**os.environ, "THINKTANK_HOME": str(tmp_path), "COLUMNS": "200"}
     bad = run_cli(env, "data", "export", "--kind", "nope", "--out", str(tmp_path / "o"))
@@ -177,3 +244,149 @@ def test_cli_exports_and_refuses_bad_input(tmp_path: Path) -> None:
     good = run_cli(env, "data", "export", "--kind", "m1-sft", "--out", str(tmp_path / "o"))
     assert good.returncode == 0, good.stdout + good.stderr
     assert manifest_of(tmp_path / "o")["records"] == 0
+
+
+def two_judges(request: ModelRequest) -> str:
+    """Judge 0 finds the egg error, names the wrong step of the power error and gives no index
+    for 3^2; judge 1 always blames the first step."""
+    prompt = request.messages[-1].content
+    if request.tags["agent"] == "Judge 1":
+        return "The first paragraph is wrong. \\boxed{0}"
+    if "6 + 5 = 11" in prompt:
+        return "Paragraph 1 adds instead of multiplying. \\boxed{1}"
+    if "2^5" in prompt:
+        return "The conclusion repeats a wrong value. \\boxed{1}"
+    if "3^2" in prompt:
+        return "Looks fine to me."
+    return "Every paragraph checks out. \\boxed{-1}"
+
+
+async def test_verifier_records_reward_each_judgment_against_its_label(
+    harness: RunHarness, tmp_path: Path
+) -> None:
+    labelled = tmp_path / "processbench.jsonl"
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in critic_eval.RECORDS))
+    _, items = await evaluate_critic(
+        harness.store,
+        ModelRouter.single(ScriptedBackend({"verifier": [two_judges]})),
+        harness.database_url,
+        CriticEvalConfig(source=str(labelled), name="pb", samples=2, concurrency=1),
+    )
+    # A judge run nobody labelled (solved on its own) gives no record.
+    await harness.run(
+        ScriptedBackend({"verifier": ["\\boxed{-1}"]}), "process_judge", "2+2?", steps=["4"]
+    )
+
+    out = tmp_path / "verifier"
+    manifest = await export_dataset(harness.store, "verifier", ExportFilters(), out)
+    records = read_jsonl(out / "data.jsonl", RLExample)
+    got = sorted(
+        (r.meta["problem_id"], r.meta["turn"], r.meta["label"], r.meta["predicted"], r.reward)
+        for r in records
+    )
+    assert got == [
+        ("gsm8k-0", "judge/0", -1, -1, 1.0),  # no error, and none found
+        ("gsm8k-0", "judge/1", -1, 0, 0.0),  # a correct solution flagged
+        ("gsm8k-1", "judge/0", 1, 1, 1.0),  # the labelled step
+        ("gsm8k-1", "judge/1", 1, 0, 0.5),  # an error, but not where it is
+        ("math-0", "judge/0", 0, 1, 0.5),
+        ("math-0", "judge/1", 0, 0, 1.0),
+        ("math-1", "judge/0", -1, None, 0.0),  # no index at all
+        ("math-1", "judge/1", -1, 0, 0.0),
+    ]
+    runs = {i.problem_id: i.run_id for i in items}
+    for record in records:
+        problem = next(r for r in critic_eval.RECORDS if r["id"] == record.meta["problem_id"])
+        assert record.prompt == verifier_messages(problem["problem"], problem["steps"], "slow")
+        assert record.meta["run_id"] == runs[problem["id"]]
+        assert record.id == f"{runs[problem['id']]}/{record.meta['turn']}"
+        assert record.meta["evaluation"] == "pb" and record.meta["mode"] == "slow"
+        assert record.group_id.startswith(f"{problem['id']}/")
+        assert record.completion == two_judges(
+            ModelRequest(
+                messages=record.prompt,
+                tags={"agent": "Judge 1" if record.meta["turn"] == "judge/1" else "Judge 0"},
+            )
+        )
+    # the two judgments of one solution are one group; solutions are apart
+    groups = {(r.meta["problem_id"], r.group_id) for r in records}
+    assert len(groups) == len({g for _, g in groups}) == 4
+    assert sorted(manifest.source_runs) == sorted(runs.values())
+    assert manifest.skipped == {"no_label": 1}
+    assert manifest_of(out)["kind"] == "verifier"
+
+
+async def test_m1_sft_keeps_what_m500_keeps_consensus_and_format(
+    harness: RunHarness, tmp_path: Path
+) -> None:
+    d = discussion
+    one_round = {"max_rounds": 1, "token_menu": [64]}
+    agreed, _ = await harness.run(d.backend(), "discussion", d.PROBLEM, **one_round)
+    # The critics never agree, even with the revised solution.
+    disputed, _ = await harness.run(
+        d.backend(critic=[d.DISAGREE]), "discussion", d.PROBLEM, **one_round
+    )
+    # They disagree, the solver revises, and both agree with the revision.
+    revised, _ = await harness.run(
+        d.backend(critic=[d.DISAGREE, d.DISAGREE, d.AGREE]), "discussion", d.PROBLEM, **one_round
+    )
+    # The same, but the budget runs out while the revision is reviewed: the one critic who
+    # answered agreed, the other never did, so the last solution was never agreed on.
+    cut, outcome = await harness.run(
+        d.backend(critic=[d.DISAGREE, d.DISAGREE, d.AGREE]),
+        "discussion",
+        d.PROBLEM,
+        token_budget=64,
+        **one_round,
+    )
+    assert outcome["stop_reason"] == "token_budget"
+    cut_turns = [t.key for t in await harness.store.turns(cut)]
+    assert cut_turns[-2:] == ["solve/r0/i1", "critique/r0/i1/c1"]
+    # Agreed on, but the CEO's reply is unreadable and the solver boxes no answer.
+    sloppy, _ = await harness.run(
+        d.backend(ceo=["I am not sure what to do here."], solver=["6 times 7 is 42."]),
+        "discussion",
+        d.PROBLEM,
+        **one_round,
+    )
+
+    async def keys(run_id: str) -> list[tuple[str, str]]:
+        return [(run_id, t.key) for t in await harness.store.turns(run_id)]
+
+    async def exported(name: str, **filters: bool) -> tuple[list[tuple[str, str]], dict]:
+        manifest = await export_dataset(
+            harness.store, "m1-sft", ExportFilters(**filters), tmp_path / name
+        )
+        records = read_jsonl(tmp_path / name / "data.jsonl", SFTExample) if manifest.records else []
+        return [(r.meta["run_id"], r.meta["turn"]) for r in records], manifest.skipped
+
+    sloppy_kept = [k for k in await keys(sloppy) if k[1] not in ("ceo/r0", "solve/r0/i0")]
+    assert len(sloppy_kept) == len(await keys(sloppy)) - 2
+    assert await exported("default") == (
+        [*await keys(agreed), *await keys(revised), *sloppy_kept],
+        {"no_consensus": 2, "malformed_turn": 2},
+    )
+    assert await exported("any_format", require_format=False) == (
+        [*await keys(agreed), *await keys(revised), *await keys(sloppy)],
+        {"no_consensus": 2},
+    )
+    everything = [k for r in (agreed, disputed, revised, cut, sloppy) for k in await keys(r)]
+    assert await exported("all", require_consensus=False, require_format=False) == (everything, {})
+
+
+def test_cli_exports_verifier_data_and_takes_the_m500_switches(tmp_path: Path) -> None:
+    env = {**os.environ, "THINKTANK_HOME": str(tmp_path), "COLUMNS": "200"}
+    verifier = run_cli(env, "data", "export", "--kind", "verifier", "--out", str(tmp_path / "v"))
+    assert verifier.returncode == 0, verifier.stdout + verifier.stderr
+    assert "0 verifier records from 0 runs" in verifier.stdout
+    assert manifest_of(tmp_path / "v")["kind"] == "verifier"
+
+    args = ["data", "export", "--kind", "m1-sft", "--out", str(tmp_path / "m")]
+    loose = run_cli(env, *args, "--no-require-consensus", "--no-require-format")
+    assert loose.returncode == 0, loose.stdout + loose.stderr
+    filters = manifest_of(tmp_path / "m")["filters"]
+    assert (filters["require_consensus"], filters["require_format"]) == (False, False)
+    strict = run_cli(env, *args)
+    assert strict.returncode == 0, strict.stdout + strict.stderr
+    filters = manifest_of(tmp_path / "m")["filters"]
+    assert (filters["require_consensus"], filters["require_format"]) == (True, True)

@@ -161,3 +161,22 @@ def test_a_file_that_cannot_be_read_is_a_clear_error(tmp_path, content, message)
     path.write_text(content)
     with pytest.raises(ProblemSourceError, match=re.escape(message)):
         load_problems(str(path))
+
+
+FIRST = b'[{"problem": "a", "answer": "5"},\n'
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (FIRST + b' {"problem": "P\x00b", "answer": "5"}]', "many.json:2: contains a NUL"),
+        (FIRST + b' {"problem": "P\\u0000b", "answer": "5"}]', "many.json[1]: contains a NUL"),
+        (FIRST + b' {"problem": "caf\xe9", "answer": "5"}]', "many.json:2: not UTF-8 text"),
+        (b'{"problem": "a", "answer": "5", "meta": {"k\\u0000": 1}}', "many.json[0]: contains"),
+    ],
+)
+def test_text_a_run_could_not_store_is_refused_where_the_file_is_read(tmp_path, content, message):
+    path = tmp_path / "many.json"
+    path.write_bytes(content)
+    with pytest.raises(ProblemSourceError, match=re.escape(message)):
+        load_problems(str(path))

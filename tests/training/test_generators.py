@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 from fractions import Fraction
 from itertools import combinations, permutations, product
@@ -15,6 +16,7 @@ from sympy.parsing.sympy_parser import (
     standard_transformations,
 )
 
+from training.critic_eval import subset_of
 from training.problems import ProblemSourceError, load_problems
 
 DIFFICULTIES = range(1, 6)
@@ -182,9 +184,111 @@ def test_difficulty_changes_the_problems():
         ("gen:linear?difficulty=hard", "must be integers"),
         ("gen:linear?difficulty", "key=value"),
         ("no/such/file.jsonl", "no such file or folder: 'no/such/file.jsonl'"),
+        ("gen:step-errors?error_rate=1.5", "error_rate must be from 0 to 1, got 1.5"),
+        ("gen:step-errors?error_rate=some", "error_rate must be a number from 0 to 1"),
+        ("gen:linear?error_rate=0.5", "error_rate is an option of gen:step-errors only"),
         ("", "empty problem source"),
     ],
 )
 def test_an_unknown_source_is_a_clear_error(source, message):
     with pytest.raises(ProblemSourceError, match=re.escape(message)):
         load_problems(source)
+
+
+# --- step-labelled solutions ----------------------------------------------------------------
+
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_FACT = re.compile(r"(?<![\w)])(\(-\d+\)|\d+) ([-+*/]) (\(-\d+\)|\d+) = (-?\d+)(?![\dx])")
+
+
+def step_facts(steps: list[str]) -> list[tuple[int, str, int, int]]:
+    """Each step's one computation, read from its text: (left, op, right, stated result)."""
+    facts = []
+    for step in steps:
+        found = _FACT.findall(step)
+        assert len(found) == 1, step
+        left, op, right, result = found[0]
+        facts.append((int(left.strip("()")), op, int(right.strip("()")), int(result)))
+    return facts
+
+
+def first_wrong_step(steps: list[str]) -> int:
+    """ProcessBench's label, recomputed: the first step whose stated result is not what its
+    operands give, or -1."""
+    for index, (left, op, right, result) in enumerate(step_facts(steps)):
+        if _OPS[op](Fraction(left), Fraction(right)) != result:
+            return index
+    return -1
+
+
+def _step_errors(difficulty: int, error_rate: float, n: int = 40, seed: int = 5):
+    return load_problems(
+        f"gen:step-errors?difficulty={difficulty}&n={n}&error_rate={error_rate}", seed=seed
+    )
+
+
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_step_error_labels_name_the_first_step_whose_arithmetic_is_wrong(difficulty):
+    problems = _step_errors(difficulty, 0.5)
+    labels = [p.first_error_step for p in problems]
+    assert -1 in labels and any(label >= 0 for label in labels)
+    for p in problems:
+        assert 3 <= len(p.solution_steps) <= 6, p
+        assert first_wrong_step(p.solution_steps) == p.first_error_step, p
+        facts = step_facts(p.solution_steps)
+        stated = [result for *_, result in facts]
+        # the final answer follows the mistake, if there is one
+        assert (stated[-1] == int(p.answer)) == (p.first_error_step == -1), p
+        given = {int(n) for n in re.findall(r"\d+", p.problem)}
+        for index, (left, _, right, _) in enumerate(facts):
+            for operand in (left, right):
+                assert operand in stated[:index] or abs(operand) in given, (p, index, operand)
+        # every intermediate result is used later: a wrong one propagates
+        for index, result in enumerate(stated[:-1]):
+            later = {x for left, _, right, _ in facts[index + 1 :] for x in (left, right)}
+            assert result in later, (p, index)
+        assert subset_of(p) == f"step-errors-d{difficulty}"
+
+
+def _shopping_change(text: str) -> int:
+    prices = {good: int(price) for good, price in re.findall(r"(\w+) at (\d+) dollars", text)}
+    bought = re.search(r"buys (.+) and pays", text).group(1)
+    counts = {good: int(n) for n, good in re.findall(r"(\d+) (\w+)", bought)}
+    assert counts.keys() == prices.keys()
+    bill = int(re.search(r"(\d+)-dollar bill", text).group(1))
+    return bill - sum(prices[good] * counts[good] for good in prices)
+
+
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_step_error_answers_solve_the_problem_as_written(difficulty):
+    x = sympy.symbols("x")
+    templates = set()
+    for p in _step_errors(difficulty, 0.5):
+        templates.add(p.meta["template"])
+        if p.meta["template"] == "expression":
+            expression = re.fullmatch(r"Compute the value of (.+)\.", p.problem).group(1)
+            assert sympy.sympify(expression) == int(p.answer), p
+        elif p.meta["template"] == "linear":
+            equation = re.fullmatch(r"Solve for x: (.+)\.", p.problem).group(1)
+            assert sympy.solve(_sympy_equation(equation), x) == [int(p.answer)], p
+        else:
+            assert _shopping_change(p.problem) == int(p.answer), p
+    assert templates == {"expression", "linear", "shopping"}
+
+
+def test_the_error_rate_spoils_steps_of_the_same_problems():
+    clean, spoiled = _step_errors(3, 0.0), _step_errors(3, 1.0)
+    assert [p.problem for p in clean] == [p.problem for p in spoiled]
+    assert [p.answer for p in clean] == [p.answer for p in spoiled]
+    assert {p.first_error_step for p in clean} == {-1}
+    assert all(p.first_error_step >= 0 for p in spoiled)
+    for right, wrong in zip(clean, spoiled, strict=True):
+        k = wrong.first_error_step
+        assert wrong.solution_steps[:k] == right.solution_steps[:k]
+        assert wrong.solution_steps[k] != right.solution_steps[k]
+    halves = [p.first_error_step >= 0 for p in _step_errors(2, 0.5, n=200)]
+    assert 70 <= sum(halves) <= 130  # the default rate, 0.5, on 200 problems
+    assert load_problems("gen:step-errors?n=200&difficulty=2", seed=5) == _step_errors(2, 0.5, 200)
+    assert load_problems("gen:step-errors?n=5", seed=1) == load_problems(
+        "gen:step-errors", limit=5, seed=1
+    )

@@ -66,6 +66,9 @@ export const api = {
   patterns: (signal) => request("GET", "patterns", { signal }),
   modelVersions: (query, signal) => request("GET", "model-versions", { query, signal }),
   modelVersion: (name, signal) => request("GET", `model-versions/${encodeURIComponent(name)}`, { signal }),
+  campaigns: (query, signal) => request("GET", "campaigns", { query, signal }),
+  campaign: (id, signal) => request("GET", `campaigns/${encodeURIComponent(id)}`, { signal }),
+  cancelCampaign: (id) => request("POST", `campaigns/${encodeURIComponent(id)}/cancel`),
 };
 
 /**

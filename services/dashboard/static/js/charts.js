@@ -93,3 +93,41 @@ export function laneTimeline({ title, lanes, items, width = 860 }) {
   }
   return h("figure", { class: "chart-box wide" }, h("figcaption", {}, title), svg);
 }
+
+/**
+ * A line over rounds: ``points`` of ``{x, y}`` (x an integer, y a fraction), each point a dot
+ * with its value, so a short campaign still reads at a glance.
+ */
+export function lineChart({ title, points, xLabel = (x) => String(x), format = (y) => y.toFixed(2), width = 420, height = 180 }) {
+  const left = 36;
+  const right = 16;
+  const top = 14;
+  const bottom = 24;
+  const xs = points.map((p) => p.x);
+  const x0 = Math.min(...xs);
+  const x1 = Math.max(x0 + 1, ...xs);
+  const yMax = Math.max(1, ...points.map((p) => p.y));
+  const inset = 18; // keeps the first and last values clear of the axis labels
+  const px = (x) => left + inset + ((width - left - right - 2 * inset) * (x - x0)) / (x1 - x0);
+  const py = (y) => top + (height - top - bottom) * (1 - y / yMax);
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": title });
+  for (const k of [0, 0.5, 1]) {
+    const y = py(yMax * k);
+    svg.append(s("line", { x1: left, x2: width - right, y1: y, y2: y, class: "gridline" }));
+    svg.append(s("text", { x: left - 4, y: y + 4, "text-anchor": "end", class: "axis-label" }, format(yMax * k)));
+  }
+  for (const x of new Set(xs)) {
+    svg.append(s("text", { x: px(x), y: height - 6, "text-anchor": "middle", class: "axis-label" }, xLabel(x)));
+  }
+  if (points.length > 1) {
+    const d = points.map((p, i) => `${i ? "L" : "M"}${px(p.x).toFixed(1)},${py(p.y).toFixed(1)}`).join(" ");
+    svg.append(s("path", { d, fill: "none", stroke: "#4e79a7", "stroke-width": 2, class: "line" }));
+  }
+  for (const p of points) {
+    const dot = s("circle", { cx: px(p.x), cy: py(p.y), r: 4, fill: "#4e79a7", class: "point", "data-x": p.x, "data-y": p.y });
+    dot.append(s("title", {}, `${xLabel(p.x)}: ${format(p.y)}`));
+    svg.append(dot);
+    svg.append(s("text", { x: px(p.x), y: py(p.y) - 8, "text-anchor": "middle", class: "value-label" }, format(p.y)));
+  }
+  return h("figure", { class: "chart-box" }, h("figcaption", {}, title), svg);
+}

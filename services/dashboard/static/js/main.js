@@ -1,8 +1,9 @@
 // The dashboard's shell: the API key box and a router over the URL's hash
-// (#/runs?filters, #/runs/ID, #/models, #/models/NAME), so the static files need no
-// server-side routes.
+// (#/runs?filters, #/runs/ID, #/models, #/models/NAME, #/campaigns, #/campaigns/ID), so the
+// static files need no server-side routes.
 
 import { apiKey, setApiKey } from "./api.js";
+import { campaignPage, campaignsPage } from "./campaigns.js";
 import { clear, h } from "./dom.js";
 import { modelPage, modelsPage } from "./models.js";
 import { runPage } from "./run.js";
@@ -80,6 +81,10 @@ function route() {
     current = modelPage(view, decodeURIComponent(parts[1]));
   } else if (parts[0] === "models" && parts.length === 1) {
     current = modelsPage(view);
+  } else if (parts[0] === "campaigns" && parts.length === 2) {
+    current = campaignPage(view, decodeURIComponent(parts[1]));
+  } else if (parts[0] === "campaigns" && parts.length === 1) {
+    current = campaignsPage(view);
   } else {
     view.append(h("p", { class: "error" }, "No such page. "), h("a", { href: "#/runs" }, "All runs"));
   }

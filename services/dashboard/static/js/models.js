@@ -12,7 +12,7 @@ function versionHref(name) {
   return `#/models/${encodeURIComponent(name)}`;
 }
 
-function metricValue(value) {
+export function metricValue(value) {
   if (typeof value === "number") return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(4)));
   return typeof value === "string" ? value : JSON.stringify(value);
 }

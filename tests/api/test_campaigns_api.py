@@ -1,0 +1,144 @@
+"""POST /v1/campaigns on the embedded server: a campaign runs in the background, its rounds
+can be read while and after it runs, and bad requests get a 4xx with a reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agents.backends.scripted import ScriptedModelConfig
+from agents.model_map import ModelMap
+from services.settings import Settings
+from tests.api.conftest import LiveServer
+from tests.graphs.test_spc_game import PROBLEM, SOLUTION
+
+# the sneaky generator never names an error type: every rewrite is invalid, so the critic has
+# nothing to learn from and only the sneaky generator trains (on its -1 rewards)
+REPLIES = {"sneaky_generator": ["I will not."], "verifier": ["All fine. \\boxed{-1}"]}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("THINKTANK_HOME", str(home))
+    problems = home / "problems"
+    problems.mkdir(parents=True)
+    rows = [
+        {"id": f"p{i}", "problem": PROBLEM, "answer": "10", "solution": SOLUTION} for i in range(3)
+    ]
+    (problems / "apples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labelled = [
+        {"id": "ok", "problem": PROBLEM, "steps": SOLUTION.split("\n\n"), "label": -1},
+        {"id": "bad", "problem": PROBLEM, "steps": ["3 * 4 = 14.", "14 - 2 = 12."], "label": 0},
+    ]
+    (problems / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labelled))
+    return home
+
+
+@pytest.fixture
+def client(tmp_path: Path, home: Path) -> Any:
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
+        models=ModelMap(default=ScriptedModelConfig(replies=REPLIES)),
+    )
+    with LiveServer(settings) as api, httpx.Client(base_url=api.url, timeout=30) as http:
+        yield http
+
+
+def wait_for_campaign(client: httpx.Client, campaign_id: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        campaign = client.get(f"/v1/campaigns/{campaign_id}").json()
+        if campaign["status"] in ("succeeded", "failed", "cancelled"):
+            return campaign
+        time.sleep(0.1)
+    raise AssertionError(f"campaign {campaign_id} did not end: {campaign}")
+
+
+BODY = {
+    "kind": "spc",
+    "name": "api-apples",
+    "rounds": 1,
+    "games_per_round": 2,
+    "problems": "apples.jsonl",
+    "eval_problems": "labelled.jsonl",
+    "game": {"rollouts": 2},
+    "train": {"max_steps": 1, "batch_size": 2, "lora_r": 4, "max_length": 256, "threads": 1},
+}
+
+
+@pytest.mark.local_model
+def test_a_campaign_runs_in_the_background_and_its_rounds_can_be_read(client) -> None:
+    response = client.post("/v1/campaigns", json=BODY)
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert response.headers["location"] == f"/v1/campaigns/{started['id']}"
+    assert (started["name"], started["kind"], started["driver"]) == (
+        "api-apples",
+        "spc",
+        "embedded",
+    )
+
+    ended = wait_for_campaign(client, started["id"])
+    assert (ended["status"], ended["error"]) == ("succeeded", None)
+    assert [r["round"] for r in ended["rounds"]] == [0, 1]
+    played = ended["rounds"][1]
+    assert len(played["run_ids"]) == 2
+    for run_id in played["run_ids"]:
+        assert client.get(f"/v1/runs/{run_id}").json()["pattern"] == "spc_game"
+    assert played["training_runs"]["critic"] == {
+        "skipped": "the round's games gave no training records"
+    }
+    assert played["versions"] == {"sneaky": "api-apples-sneaky-r1"}
+    assert ended["versions"] == {"sneaky": "api-apples-sneaky-r1"}
+    version = client.get("/v1/model-versions/api-apples-sneaky-r1").json()
+    assert version["training_run_id"] == played["training_runs"]["sneaky"]["id"]
+    assert ended["rounds"][0]["metrics"]["eval"]["judged"] == 2
+    assert played["metrics"]["eval"]["correct_accuracy"] == 1.0  # it always says -1
+    assert played["metrics"]["eval"]["error_accuracy"] == 0.0
+
+    by_name = client.get("/v1/campaigns/api-apples").json()
+    assert by_name["id"] == started["id"]
+    listed = client.get("/v1/campaigns", params={"kind": "spc"}).json()["items"]
+    assert [c["id"] for c in listed] == [started["id"]]
+    assert client.post("/v1/campaigns", json=BODY).status_code == 409  # the name is taken
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"problems": "../../etc/passwd"}, "problems folder"),
+        ({"problems": "/etc/passwd"}, "problems folder"),
+        ({"problems": "missing.jsonl"}, "no problem file"),
+        ({"eval_problems": "apples.jsonl"}, "no step-labelled solutions"),
+        ({"game": {"rollouts": 0}}, "rollouts"),
+        ({"game": {"reference_answer": "1"}}, "filled in by the campaign"),
+        ({"train": {"learning_rate": -1}}, "learning_rate"),
+        ({"kind": "chess"}, "kind"),
+        ({"rounds": 0}, "rounds"),
+        ({"name": "a/b"}, "bad campaign name"),
+        ({"problems": "gen:nonsense"}, "nonsense"),
+    ],
+)
+def test_bad_campaigns_are_refused_with_a_reason(client, change: dict, reason: str) -> None:
+    response = client.post("/v1/campaigns", json={**BODY, **change})
+    assert 400 <= response.status_code < 500, response.text
+    assert reason in response.text
+    assert client.get("/v1/campaigns").json()["items"] == []
+
+
+def test_unknown_campaigns_are_404_and_a_cancel_stops_one(client) -> None:
+    assert client.get("/v1/campaigns/nope").status_code == 404
+    assert client.post("/v1/campaigns/nope/cancel").status_code == 404
+    started = client.post(
+        "/v1/campaigns", json={**BODY, "name": "long", "rounds": 50, "games_per_round": 3}
+    ).json()
+    cancelled = client.post(f"/v1/campaigns/{started['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    time.sleep(1.0)  # its driver stops at its next write
+    assert client.get(f"/v1/campaigns/{started['id']}").json()["status"] == "cancelled"
