@@ -17,6 +17,10 @@ from typing import Any, Protocol
 
 Event = dict[str, Any]
 
+# Queued for a subscriber when its live feed comes back after a loss: what was published
+# meanwhile is gone from the feed, so the subscriber reads the store again.
+RESYNC: Event = {"id": None, "type": "resync", "data": {}}
+
 
 class EventBus(Protocol):
     async def publish(self, run_id: str, event: Event) -> None: ...
@@ -97,11 +101,16 @@ class RedisBus:
 
         async def pump() -> None:
             delay = 0.2
+            lost = False
             while True:
                 pubsub = self._redis.pubsub()
                 try:
                     await pubsub.subscribe(channel(run_id))
                     subscribed.set()
+                    if lost:
+                        with contextlib.suppress(asyncio.QueueFull):
+                            queue.put_nowait(RESYNC)
+                        lost = False
                     delay = 0.2
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
@@ -109,6 +118,7 @@ class RedisBus:
                                 queue.put_nowait(json.loads(message["data"]))
                 except (RedisError, OSError) as exc:
                     log.info("event subscription lost (%s); reconnecting", exc)
+                    lost = True
                     subscribed.set()  # the stream goes on from the store meanwhile
                 finally:
                     with contextlib.suppress(Exception):

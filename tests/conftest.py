@@ -3,6 +3,7 @@ helper that runs a pattern end to end against any backend."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -52,9 +53,9 @@ def run_cli(
     )
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the real PostgreSQL server, dropped after the session."""
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new database on the real PostgreSQL server, dropped afterwards."""
     import psycopg
 
     name = f"thinktank_test_{uuid.uuid4().hex[:8]}"
@@ -65,9 +66,25 @@ def postgres_url() -> Iterator[str]:
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, shared by the session's tests."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def own_postgres_url() -> Iterator[str]:
+    """A database of the test's own, for tests whose processes count every row in it."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

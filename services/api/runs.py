@@ -26,6 +26,7 @@ from services.api.schemas.runs import (
     TurnView,
     Usage,
 )
+from services.events import RESYNC
 from services.keys import scoped_idempotency_key
 from services.runner import create_run
 from services.settings import Settings
@@ -245,14 +246,14 @@ async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncI
 
     Subscribing before replaying leaves no gap. Stored events are told apart by id, not by
     order: parallel turns commit their events concurrently, so a live event may carry a
-    smaller id than one already sent, and it is still new. When the live stream is quiet
-    for ``STORE_POLL_S`` the store is read again, because live delivery can drop events (a
-    Redis restart, a subscriber too slow for its queue) and the store cannot.
+    smaller id than one already sent, and it is still new. The store is read again when the
+    live stream is quiet for ``STORE_POLL_S``, when the bus says its feed came back after a
+    loss, and before the run's end is sent, because live delivery can drop events (a Redis
+    restart, a subscriber too slow for its queue) and the store cannot.
     """
     sent: set[int] = set()
     async with services.bus.subscribe(run_id) as queue:
-        async for event in replay(services.store, run_id, last_id):
-            sent.add(event.id)
+        async for event in unsent(services.store, run_id, last_id, sent):
             yield sse(event.id, event.type, event.payload)
             if event.type == "run_finished":
                 return
@@ -268,16 +269,22 @@ async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncI
                 try:
                     live = await asyncio.wait_for(queue.get(), timeout=STORE_POLL_S)
                 except TimeoutError:
-                    async for event in replay(services.store, run_id, floor):
-                        if event.id in sent:
-                            continue
-                        sent.add(event.id)
+                    async for event in unsent(services.store, run_id, floor, sent):
                         yield sse(event.id, event.type, event.payload)
                         if event.type == "run_finished":
                             return
                     floor, next_floor = next_floor, max(sent, default=next_floor)
                     continue
             event_id = live.get("id")
+            if live["type"] in (RESYNC["type"], "run_finished"):
+                # The live feed dropped events (it says so after a Redis outage) or may have
+                # without ever going quiet: the store has them all, a finished run's too.
+                async for event in unsent(services.store, run_id, floor, sent):
+                    yield sse(event.id, event.type, event.payload)
+                    if event.type == "run_finished":
+                        return
+                if live["type"] == RESYNC["type"]:
+                    continue
             if event_id is not None:
                 if event_id in sent:
                     continue
@@ -285,6 +292,14 @@ async def stream_events(services: Services, run_id: str, last_id: int) -> AsyncI
             yield sse(event_id, live["type"], live["data"])
             if live["type"] == "run_finished":
                 return
+
+
+async def unsent(store: Store, run_id: str, after: int, sent: set[int]) -> AsyncIterator[Event]:
+    """The stored events after ``after`` not yet in ``sent``, which this adds them to."""
+    async for event in replay(store, run_id, after):
+        if event.id not in sent:
+            sent.add(event.id)
+            yield event
 
 
 def stale_free_backlog(queue: asyncio.Queue, last_id: int) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ PROBLEM = "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many apples
 
 
 @pytest.fixture
-def env(postgres_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+def env(own_postgres_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     client = redis.Redis.from_url(BROKER)
     client.flushdb()
     problems = tmp_path / "problems.jsonl"
@@ -47,7 +47,7 @@ def env(postgres_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     yield {
         **os.environ,
         "THINKTANK_HOME": str(tmp_path / "home"),
-        "THINKTANK_DATABASE_URL": postgres_url,
+        "THINKTANK_DATABASE_URL": own_postgres_url,
         "THINKTANK_BROKER_URL": BROKER,
         "THINKTANK_MODELS__DEFAULT": json.dumps(model),
         "THINKTANK_CAMPAIGN_STALE_S": "3",
@@ -82,9 +82,9 @@ def campaign_row(url: str) -> dict | None:
 
 
 def test_a_campaign_survives_the_death_of_the_worker_driving_it(
-    env: dict[str, str], postgres_url: str
+    env: dict[str, str], own_postgres_url: str
 ) -> None:
-    sync_url = postgres_url  # psycopg 3 serves SQLAlchemy sync and async alike
+    sync_url = own_postgres_url  # psycopg 3 serves SQLAlchemy sync and async alike
     first = start_worker(env)
     second: subprocess.Popen[str] | None = None
     try:

@@ -6,7 +6,7 @@ import asyncio
 from types import SimpleNamespace
 
 from services.api.runs import stream_events
-from services.events import InMemoryBus
+from services.events import RESYNC, InMemoryBus
 from services.store.repository import Store
 
 
@@ -33,3 +33,49 @@ async def test_a_live_event_with_a_smaller_id_than_one_already_sent_is_still_sen
         ("10", "turn_finished"),
         ("12", "run_finished"),
     ]
+
+
+class DroppingBus(InMemoryBus):
+    """A live feed that loses the events of some types, as one does across a Redis restart."""
+
+    def __init__(self, drop: set[str]) -> None:
+        super().__init__()
+        self.drop = drop
+
+    async def publish(self, run_id: str, event: dict[str, object]) -> None:
+        if event["type"] not in self.drop:
+            await super().publish(run_id, event)
+
+
+async def test_events_the_live_feed_dropped_are_sent_from_the_store_before_the_end(
+    store: Store,
+) -> None:
+    """The feed never goes quiet long enough for a poll, yet no stored event is missing."""
+    bus = DroppingBus(drop={"turn_finished"})
+    store.bus = bus
+    run, _ = await store.create_run("single", "2+2?", {})
+    stream = stream_events(SimpleNamespace(bus=bus, store=store), run.id, 0)
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.1)  # subscribed, nothing stored to replay
+    for turn in range(3):
+        await store.emit(run.id, "turn_started", {"turn": turn})
+        await store.emit(run.id, "turn_finished", {"turn": turn})
+    await store.emit(run.id, "run_finished", {"status": "succeeded"})
+    sent = [await first] + [e async for e in stream]
+    assert [e.event for e in sent] == ["turn_started"] * 3 + ["turn_finished"] * 3 + [
+        "run_finished"
+    ]
+    assert len({e.id for e in sent if e.event != "turn_started"}) == 4
+
+
+async def test_a_feed_that_comes_back_after_a_loss_makes_the_stream_read_the_store(
+    store: Store,
+) -> None:
+    bus = InMemoryBus()
+    run, _ = await store.create_run("single", "2+2?", {})
+    stream = stream_events(SimpleNamespace(bus=bus, store=store), run.id, 0)
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.1)
+    await store.emit(run.id, "turn_finished", {"turn": 0})  # stored, never published
+    await bus.publish(run.id, RESYNC)
+    assert (await asyncio.wait_for(first, timeout=1)).event == "turn_finished"
