@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +18,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from agents.model_map import ModelRouter
-from services.cli_common import CliError, console, open_store, run_async
+from services.cli_common import CliError, console, open_store, run_async, when
 from services.settings import Settings
 from services.store import campaigns as repo
 from services.store.campaign_models import Campaign, CampaignRound
@@ -54,10 +53,6 @@ def config_error(exc: ValidationError) -> CliError:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"--{where.replace('_', '-')}: {message}" if where else message)
     return CliError("; ".join(problems))
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -121,7 +116,7 @@ def print_campaign(campaign: Campaign, rounds: list[CampaignRound]) -> None:
             escape(line["games"]),
             escape(line["versions"]),
             line["score"],
-            _when(row.finished_at),
+            when(row.finished_at),
         )
     console.print(table)
 
@@ -301,7 +296,7 @@ def campaign_list(
                 c.status,
                 str(c.round),
                 c.step or "",
-                _when(c.created_at),
+                when(c.created_at),
             )
         console.print(table)
 

@@ -8,13 +8,13 @@ went silent (a previous process that died) every ``interval_s``, as the workers'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from agents.model_map import ModelRouter
 from services.campaign_tasks import start_on_celery
 from services.store import campaigns as repo
 from services.store.repository import Store
+from services.tasks import cancel_and_wait
 from training.campaigns import CampaignEnv, drive
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,6 @@ class CampaignDrivers:
 
     async def close(self) -> None:
         # Cancelled drivers leave their campaigns where they are; the next start resumes them.
-        for task in list(self._tasks.values()):
-            task.cancel()
-        for task in list(self._tasks.values()):
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(list(self._tasks.values()))
         if self._celery is not None:
             self._celery.close()

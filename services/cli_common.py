@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import TypeVar
 
 import typer
@@ -19,6 +20,11 @@ from services.store.repository import RunNotFound, Store
 
 console = Console()
 T = TypeVar("T")
+
+
+def when(moment: datetime | None) -> str:
+    """A stored time as tables show it; empty when it has not happened."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
 class CliError(Exception):

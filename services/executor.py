@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
 from agents.model_map import ModelRouter
 from services.runner import RunInterrupted, execute_run
 from services.store.repository import Store
+from services.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,7 @@ class InProcessExecutor:
 
     async def close(self) -> None:
         # Interrupted runs stay 'running' with their checkpoints; the next start resumes them.
-        for task in list(self._tasks.values()):
-            task.cancel()
-        for task in list(self._tasks.values()):
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(list(self._tasks.values()))
 
 
 class CeleryExecutor:

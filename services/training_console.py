@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -11,11 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from services.cli_common import when
 from services.store.training_models import ModelVersion, TrainingRun
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") if moment else ""
 
 
 def metrics_summary(kind: str, metrics: dict[str, Any]) -> str:
@@ -64,7 +60,7 @@ def print_training_runs(console: Console, runs: list[TrainingRun]) -> None:
             escape(run.model_name),
             run.status,
             progress_summary(run),
-            _when(run.created_at),
+            when(run.created_at),
         )
     console.print(table)
 
@@ -84,8 +80,8 @@ def print_training_run(console: Console, run: TrainingRun, *, as_json: bool = Fa
     where = f"pid {run.pid} on {run.host}" if run.pid else "no process yet"
     console.print(f"launcher: {run.launcher or '-'}, {where}")
     console.print(
-        f"created {_when(run.created_at)}, started {_when(run.started_at) or '-'}, "
-        f"finished {_when(run.finished_at) or '-'}"
+        f"created {when(run.created_at)}, started {when(run.started_at) or '-'}, "
+        f"finished {when(run.finished_at) or '-'}"
     )
     console.print("config:", json.dumps(run.config, indent=2), markup=False, highlight=False)
 
@@ -113,7 +109,7 @@ def print_model_versions(console: Console, versions: list[ModelVersion]) -> None
             escape(version.parent or ""),
             version.dataset_hash[:12],
             metrics_summary(version.kind, version.metrics),
-            _when(version.created_at),
+            when(version.created_at),
         )
     console.print(table)
 
@@ -129,7 +125,7 @@ def print_model_version(console: Console, version: ModelVersion, *, as_json: boo
     console.print(f"adapter: {escape(version.adapter_path)}", highlight=False)
     console.print(f"dataset sha256: {version.dataset_hash}")
     console.print(
-        f"training run: {version.training_run_id or '-'}, created {_when(version.created_at)}"
+        f"training run: {version.training_run_id or '-'}, created {when(version.created_at)}"
     )
     summary = metrics_summary(version.kind, version.metrics)
     if summary:
