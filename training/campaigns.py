@@ -53,6 +53,7 @@ from services.store import campaigns as repo
 from services.store.campaign_models import Campaign, CampaignRound
 from services.store.db import is_transient
 from services.store.repository import Store
+from services.tasks import cancel_and_wait
 from training import jobs, registry
 from training.config import DEFAULT_BASE, RLConfig
 from training.critic_eval import CriticEvalConfig, evaluate_critic
@@ -435,10 +436,7 @@ async def _with_heartbeat(env: CampaignEnv, campaign_id: str, token: str, work: 
             except Exception as exc:  # the database is away; the step's own writes wait
                 log.warning("could not record campaign %s's heartbeat: %s", campaign_id, exc)
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait([task])
 
 
 async def advance(env: CampaignEnv, campaign_id: str, token: str) -> bool:
