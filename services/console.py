@@ -108,6 +108,13 @@ class LivePrinter:
                 self._print_turn(payload)
         elif event == "decision" and not self.quiet:
             self._print_decision(payload)
+        elif event == "turn_retry" and not self.quiet:
+            self.console.print(
+                f"[yellow]↻ {escape(payload['agent'])}: try {payload['attempt']} of "
+                f"{payload['attempts']} failed ({escape(payload['error'])}); "
+                f"trying again in {payload['delay_s']:.1f}s[/yellow]",
+                soft_wrap=True,
+            )
         self._refresh()
 
     def _print_turn(self, turn: dict[str, Any]) -> None:

@@ -122,3 +122,19 @@ def test_a_bad_database_url_is_reported(env: dict[str, str]) -> None:
     result = run_cli({**env, "THINKTANK_DATABASE_URL": "mysql://x@y/z"}, "runs", "list")
     assert result.returncode == 2
     assert "unsupported database 'mysql'" in result.stdout
+
+
+def test_a_model_call_tried_again_is_shown_with_its_reason(env: dict[str, str]) -> None:
+    # seed 1: the first call fails, the second does not (failure_rate 0.5)
+    flaky = {"backend": "scripted", "default_reply": "\\boxed{7}", "failure_rate": 0.5, "seed": 1}
+    result = run_cli(
+        {**env, "THINKTANK_MODELS__DEFAULT": json.dumps(flaky)},
+        "solve",
+        "What is 3+4?",
+        "--pattern",
+        "single",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Solver: try 1 of 3 failed (ModelError: " in result.stdout
+    assert "injected failure" in result.stdout and "trying again in" in result.stdout
+    assert "answer: 7" in result.stdout
