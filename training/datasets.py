@@ -70,7 +70,8 @@ class RLExample(BaseModel):
     )
     truncated: bool = Field(
         False,
-        description="the completion hit its token limit: no end-of-turn token is appended",
+        description="the completion did not end by itself (token limit, halted): no "
+        "end-of-turn token is appended",
     )
     advantage: float | None = Field(
         None,

@@ -123,7 +123,9 @@ def _rl(
         group_id=group,
         completion_token_ids=token_ids,
         old_logprobs=logprobs,
-        truncated=turn.finish_reason == "length",
+        # the model ended its turn itself only on "stop"; a halted or cut-off reply has no
+        # end-of-turn token to train on
+        truncated=turn.finish_reason != "stop",
         id=f"{turn.run_id}/{turn.key}",
         meta={"run_id": turn.run_id, "turn": turn.key, "model": turn.model, **extra},
     )

@@ -230,6 +230,44 @@ async def test_rl_records_carry_the_sampled_tokens_and_logprobs(
     assert sneaky.old_logprobs is not None
 
 
+class EndsAs(ReportsTokens):
+    """Reports no tokens, and a role's completions end the given way instead of by stopping."""
+
+    def __init__(self, inner: ScriptedBackend, role: str, finish: str) -> None:
+        super().__init__(inner)
+        self.role, self.finish = role, finish
+
+    async def generate(self, request: ModelRequest, **kwargs: Any) -> ModelResponse:
+        response = await self.inner.generate(request, **kwargs)
+        if request.tags.get("role") == self.role:
+            for completion in response.completions:
+                completion.finish_reason = self.finish
+        return response
+
+
+async def test_only_a_reply_the_model_ended_itself_is_trained_with_an_end_of_turn(
+    harness: RunHarness, tmp_path: Path
+) -> None:
+    """Without sampled ids the trainer tokenizes the text, and appends the end-of-turn token
+    unless the record says the reply was cut off: by its token limit, or halted."""
+    for finish in ("length", "cancelled"):
+        await harness.run(
+            EndsAs(spc.backend(), "sneaky_generator", finish),
+            "spc_game",
+            spc.PROBLEM,
+            reference_answer="10",
+            solution=spc.SOLUTION,
+            step_index=0,
+            rollouts=2,
+        )
+    await export_dataset(harness.store, "spc-sneaky", ExportFilters(), tmp_path / "sneaky")
+    sneaky = read_jsonl(tmp_path / "sneaky" / "data.jsonl", RLExample)
+    assert [(r.completion_token_ids, r.truncated) for r in sneaky] == [(None, True), (None, True)]
+    await export_dataset(harness.store, "spc-critic", ExportFilters(), tmp_path / "critic")
+    critic = read_jsonl(tmp_path / "critic" / "data.jsonl", RLExample)
+    assert critic and not any(r.truncated for r in critic)
+
+
 def test_cli_exports_and_refuses_bad_input(tmp_path: Path) -> None:
     env = {**os.environ, "THINKTANK_HOME": str(tmp_path), "COLUMNS": "200"}
     bad = run_cli(env, "data", "export", "--kind", "nope", "--out", str(tmp_path / "o"))
