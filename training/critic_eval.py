@@ -29,9 +29,8 @@ from training.evaluation import (
     ProgressCallback,
     check_unique_ids,
     default_name,
-    open_evaluation,
+    evaluate_jobs,
     resolve_source,
-    run_jobs,
     validate_pattern_config,
 )
 from training.problems import Problem, load_problems
@@ -216,15 +215,15 @@ async def evaluate_critic(
         for p in problems
     ]
     name = config.evaluation_name()
-    evaluation = await open_evaluation(
-        store, name=name, kind="critic", source=source, identity=config.identity()
-    )
-    items = await run_jobs(
+    evaluation, items, status = await evaluate_jobs(
         store,
         models,
         database_url,
-        evaluation,
         jobs,
+        name=name,
+        kind="critic",
+        source=source,
+        identity=config.identity(),
         score=score_judgment,
         concurrency=config.concurrency,
         on_progress=on_progress,
@@ -240,7 +239,6 @@ async def evaluate_critic(
         if item.ended and job.problem.first_error_step is not None
     ]
     ended = [item for item in items if item.ended]
-    status = "finished" if len(ended) == len(items) else "interrupted"
     result = CriticEvalResult(
         name=name,
         evaluation_id=evaluation.id,

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -367,6 +367,46 @@ async def open_evaluation(
     return evaluation
 
 
+class Evaluated(NamedTuple):
+    evaluation: Evaluation
+    items: list[ItemResult]
+    status: str
+    """finished, or interrupted while some item stays pending"""
+
+
+async def evaluate_jobs(
+    store: Store,
+    models: ModelRouter,
+    database_url: str,
+    jobs: list[Job],
+    *,
+    name: str,
+    kind: str,
+    source: str,
+    identity: dict[str, Any],
+    score: Scorer,
+    concurrency: int,
+    on_progress: ProgressCallback | None = None,
+) -> Evaluated:
+    """Open (or resume) the evaluation ``name`` and run its jobs; the caller scores the items
+    and stores the summary with :func:`repo.set_evaluation_status`."""
+    evaluation = await open_evaluation(
+        store, name=name, kind=kind, source=source, identity=identity
+    )
+    items = await run_jobs(
+        store,
+        models,
+        database_url,
+        evaluation,
+        jobs,
+        score=score,
+        concurrency=concurrency,
+        on_progress=on_progress,
+    )
+    status = "finished" if all(item.ended for item in items) else "interrupted"
+    return Evaluated(evaluation, items, status)
+
+
 async def run_jobs(
     store: Store,
     models: ModelRouter,
@@ -535,20 +575,19 @@ async def evaluate_patterns(
     problems = answerable_problems(source, limit=config.limit, seed=config.seed)
     jobs, run_budget = solve_jobs(config, problems)
     name = config.evaluation_name()
-    evaluation = await open_evaluation(
-        store, name=name, kind="patterns", source=source, identity=config.identity()
-    )
-    items = await run_jobs(
+    evaluation, items, status = await evaluate_jobs(
         store,
         models,
         database_url,
-        evaluation,
         jobs,
+        name=name,
+        kind="patterns",
+        source=source,
+        identity=config.identity(),
         score=score_answer,
         concurrency=config.concurrency,
         on_progress=on_progress,
     )
-    status = "finished" if all(item.ended for item in items) else "interrupted"
     summary = EvalSummary(
         name=name,
         evaluation_id=evaluation.id,
