@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -588,7 +589,12 @@ def start_training(
         async with open_store(settings) as store:
             try:
                 sub = await jobs.submit_training(
-                    store, kind, config, key=idempotency_key, resume=resume
+                    store,
+                    kind,
+                    config,
+                    key=idempotency_key,
+                    resume=resume,
+                    options=options if options.launcher == "ray" else None,
                 )
             except (jobs.JobConflict, DatasetError, registry.ModelVersionExists) as exc:
                 raise CliError(str(exc)) from None
@@ -764,12 +770,18 @@ def train_list(
 def train_show(
     run_id: str = typer.Argument(..., help="the training run's id (from `train list`)"),
     as_json: bool = typer.Option(False, "--json", help="print the run as JSON"),
+    ray_address: str | None = typer.Option(
+        None, help="Ray job server asked whether a Ray run's job still runs (default: $RAY_ADDRESS)"
+    ),
 ) -> None:
     """Show a training run: status, progress, process, settings."""
     from services.training_console import print_training_run
     from training import jobs, registry
 
     settings = Settings()
+    # without a job server named, a Ray run is shown as stored: guessing one could fail it
+    ray = ray_address or os.environ.get("RAY_ADDRESS")
+    options = jobs.LaunchOptions(launcher="ray", ray_address=ray_address) if ray else None
 
     async def main() -> None:
         async with open_store(settings) as store:
@@ -777,7 +789,8 @@ def train_show(
                 run = await registry.get_training_run(store, run_id)
             except registry.TrainingRunNotFound as exc:
                 raise CliError(str(exc)) from None
-            print_training_run(console, await jobs.refresh_status(store, run), as_json=as_json)
+            run = await jobs.refresh_status(store, run, options)
+            print_training_run(console, run, as_json=as_json)
 
     run_async(main)
 

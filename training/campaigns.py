@@ -623,12 +623,16 @@ async def _train(
             # Polled every few seconds while it trains: read the run, not the dataset, which
             # submit_training would read and hash again each time.
             launched = await jobs.refresh_status(
-                env.store, await registry.get_training_run(env.store, entry["id"])
+                env.store,
+                await registry.get_training_run(env.store, entry["id"]),
+                config.launcher,
             )
             if _is_live(launched):
                 raise StepPending(f"training {launched.model_name}", retry_in_s=env.poll_s)
         try:
-            sub = await jobs.submit_training(env.store, "rl", rl, key=key, resume=None)
+            sub = await jobs.submit_training(
+                env.store, "rl", rl, key=key, resume=None, options=config.launcher
+            )
         except (jobs.JobConflict, registry.ModelVersionExists) as exc:
             raise CampaignError(f"round {row.round}: cannot train {model}: {exc}") from None
         entry["id"] = sub.run.id
@@ -663,8 +667,10 @@ async def _train(
 
 
 def _is_live(run: Any) -> bool:
-    """Launched and not ended. A local job is judged by its process (refresh_status); a Ray
-    job has no pid here and is taken at its stored status, which the job itself updates."""
+    """Launched and not ended, once refresh_status has settled a dead job: a local job by its
+    process, a Ray job by the campaign's Ray job server. A Ray job has no pid until it starts,
+    so it counts by its stored status, which is still queued or running only while its newest
+    attempt runs (or while the job server cannot be reached)."""
     if run.status not in ("queued", "running"):
         return False
     return run.pid is not None or run.launcher == "ray"

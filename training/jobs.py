@@ -13,7 +13,8 @@ tracks it through the store; the job records its progress there itself.
   :func:`launch_ray` submits that command as a Ray Job (``thinktank-train-<run id>-<attempt>``,
   never a second one while an attempt is pending or running). Relaunching the same run
   continues from its last checkpoint.
-- :func:`refresh_status` notices a run whose process died on this machine.
+- :func:`refresh_status` notices a run whose job ended without recording its end: its process
+  on this machine died, or (given the cluster's :class:`LaunchOptions`) its Ray job ended.
 
 The job (:func:`run_job`) loads the run's config from the store, trains, publishes the adapter
 under ``models/adapters/<name>/`` and registers the model version; SIGINT or SIGTERM makes it
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -52,6 +54,8 @@ from services.store.training_models import ModelVersion, TrainingRun
 from training import registry
 from training.config import DEFAULT_BASE, RLConfig, SFTConfig, TrainConfig, TrainingError
 from training.datasets import DatasetError, RLExample, SFTExample, dataset_hash, read_jsonl
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Kind = Literal["sft", "rl"]
@@ -159,10 +163,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-async def refresh_status(store: Any, run: TrainingRun) -> TrainingRun:
-    """A run still marked running (or launched) whose process on this machine is gone is
-    ``interrupted``. Processes on other machines are taken at their word (see heartbeat_at)."""
-    if run.status not in ("running", "queued") or run.pid is None:
+async def refresh_status(
+    store: Any, run: TrainingRun, options: LaunchOptions | None = None
+) -> TrainingRun:
+    """The run, settled if it is still marked running (or launched) but its job has ended.
+
+    A Ray run is judged by the Ray job server that ``options`` names (see
+    :func:`_refresh_ray`); without ``options`` the cluster it went to is unknown here (the
+    store does not keep it, and asking another cluster would find no job and fail a live
+    training), so it is taken at its word. A local run whose process on this machine is gone
+    is ``interrupted``; processes on other machines are taken at their word (see heartbeat_at).
+    """
+    if run.status not in ("running", "queued"):
+        return run
+    if run.launcher == "ray" and options is not None:
+        return await _refresh_ray(store, run, options)
+    if run.pid is None:
         return run
     if run.host != socket.gethostname() or _pid_alive(run.pid):
         return run
@@ -194,12 +210,15 @@ async def submit_training(
     *,
     key: str | None = None,
     resume: bool | None = None,
+    options: LaunchOptions | None = None,
 ) -> Submission:
     """Store the training run for ``config`` or find the one that has its key.
 
     ``resume``: True continues a stopped run and refuses when there is none; False never
     continues one (the caller says ``stopped``); None does whatever brings the training to an
-    end (what a retried task wants). The data are read once here, so bad data fail at once.
+    end (what a retried task wants). ``options``: the Ray cluster a found Ray run went to, asked
+    whether its job still runs (:func:`refresh_status`). The data are read once here, so bad
+    data fail at once.
     """
     check_data(kind, config)
     config = await resolve_base(store, config)
@@ -223,7 +242,7 @@ async def submit_training(
         if created:
             return Submission(run, "start")
         existing = run  # another asker stored it a moment ago
-    existing = await refresh_status(store, existing)
+    existing = await refresh_status(store, existing, options)
     if existing.status == "succeeded":
         return Submission(existing, "done")
     if existing.status in ("running", "queued") and existing.pid is not None:
@@ -293,6 +312,12 @@ async def launch(
 
 RAY_JOB_PREFIX = "thinktank-train-"
 RAY_EXIT_CODES = {"SUCCEEDED": 0, "STOPPED": EXIT_INTERRUPTED, "FAILED": 1}
+RAY_STATUS_TIMEOUT_S = 30.0
+"""How long a status refresh waits for the Ray job server (its client sets no timeout)."""
+
+
+def _ray_where(options: LaunchOptions) -> str:
+    return options.ray_address or os.environ.get("RAY_ADDRESS") or "the local Ray cluster"
 
 
 def _ray_client(options: LaunchOptions) -> Any:
@@ -303,8 +328,9 @@ def _ray_client(options: LaunchOptions) -> Any:
     try:
         return JobSubmissionClient(options.ray_address)
     except Exception as exc:  # ray raises ConnectionError, ValueError, RuntimeError alike
-        where = options.ray_address or os.environ.get("RAY_ADDRESS") or "the local Ray cluster"
-        raise JobConflict(f"cannot reach the Ray job server at {where}: {exc}") from None
+        raise JobConflict(
+            f"cannot reach the Ray job server at {_ray_where(options)}: {exc}"
+        ) from None
 
 
 def ray_jobs_of(client: Any, run_id: str) -> list[Any]:
@@ -354,6 +380,58 @@ async def launch_ray(
     return submission
 
 
+async def _refresh_ray(store: Any, run: TrainingRun, options: LaunchOptions) -> TrainingRun:
+    """Settle a Ray run whose newest Ray job has ended (or that the cluster does not know)
+    while the store still says it is queued or running: the job died before the training
+    could record its end (its entrypoint failed to start, its node died, it was stopped).
+    A job server that cannot be reached leaves the run as it is: the cluster may be away for
+    a moment, and the caller (a campaign's poll, ``train show``) must go on."""
+
+    def newest_attempts() -> list[Any]:
+        return ray_jobs_of(_ray_client(options), run.id)
+
+    try:
+        attempts = await asyncio.wait_for(
+            asyncio.to_thread(newest_attempts), timeout=RAY_STATUS_TIMEOUT_S
+        )
+    except Exception as exc:  # JobConflict, ConnectionError, RuntimeError, TimeoutError alike
+        log.warning(
+            "cannot ask the Ray job server at %s about training run %s; it stays %s: %s",
+            _ray_where(options),
+            run.id,
+            run.status,
+            str(exc) or type(exc).__name__,
+        )
+        return run
+    newest = attempts[-1] if attempts else None
+    if newest is not None and not newest.status.is_terminal():
+        return run
+    # read after Ray answered: a job that recorded its end did so before it ended
+    fresh = await registry.get_training_run(store, run.id)
+    if fresh.status not in ("queued", "running"):
+        return fresh
+    if newest is None:
+        return await settle(
+            store,
+            run.id,
+            RAY_EXIT_CODES["FAILED"],
+            error=f"the Ray job server at {_ray_where(options)} knows no Ray job of this "
+            "training run (a restarted cluster forgets its jobs)",
+        )
+    submission = str(newest.submission_id)
+    if (fresh.host or "").startswith("ray:") and fresh.host != f"ray:{submission}":
+        return fresh  # launched again since the listing: that attempt is not judged yet
+    status = str(newest.status.value)
+    exit_code = getattr(newest, "driver_exit_code", None)
+    how = f"{status} (exit code {exit_code})" if exit_code is not None else status
+    return await settle(
+        store,
+        run.id,
+        RAY_EXIT_CODES.get(status, 1),
+        error=f"the Ray job {submission} ended {how} before the training recorded its end",
+    )
+
+
 def wait_ray(options: LaunchOptions, submission: str, out: Any = None) -> int | None:
     """Follow a Ray job's log until it ends; its exit status, or None on Ctrl-C (the job goes
     on: Ray owns it now)."""
@@ -384,9 +462,12 @@ def wait_attached(process: subprocess.Popen[bytes]) -> int:
             continue
 
 
-async def settle(store: Any, run_id: str, exit_code: int) -> TrainingRun:
+async def settle(
+    store: Any, run_id: str, exit_code: int, *, error: str | None = None
+) -> TrainingRun:
     """The run's final state once its process has ended; a job that died before it could
-    record its end (killed, or failed while starting) is marked here."""
+    record its end (killed, or failed while starting) is marked here, with ``error`` as the
+    reason when the caller knows more than the exit status."""
     run = await registry.get_training_run(store, run_id)
     if run.status in ("queued", "running"):
         stopped = exit_code in (EXIT_INTERRUPTED, -signal.SIGINT, -signal.SIGTERM)
@@ -394,7 +475,7 @@ async def settle(store: Any, run_id: str, exit_code: int) -> TrainingRun:
             store,
             run_id,
             "interrupted" if stopped else "failed",
-            error=f"the training process exited with status {exit_code}",
+            error=error or f"the training process exited with status {exit_code}",
         )
         run = await registry.get_training_run(store, run_id)
     return run
