@@ -16,7 +16,9 @@ Node spans come from wrapping each node's runnable before the graph is compiled,
 pattern gets them without touching its module. The wrapper runs inside the node's own asyncio
 task (LangGraph copies the caller's context into each task), so the node's span is the
 current span for everything the node awaits: turns made in the node are its children, and
-parallel ``Send`` branches each have their own.
+parallel ``Send`` branches each have their own. A node that runs a compiled subgraph (such as
+``spc_search``'s ``trajectory``) has the ``node`` spans of the subgraph's nodes as its
+children, and they have the turns.
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.errors import GraphBubbleUp
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.pregel import Pregel
+from langgraph.types import All
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, format_trace_id
@@ -201,6 +206,32 @@ async def observe_run(store: Store, run: Run) -> AsyncIterator[RunObservation]:
 # --- graph nodes ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _node_span(name: str, input: Any, config: RunnableConfig | None) -> Iterator[None]:
+    """The ``node {name}`` span around one execution of a node; none until tracing is on."""
+    if not tracing_active():
+        yield
+        return
+    config = config or {}
+    metadata = config.get("metadata") or {}
+    configurable = config.get("configurable") or {}
+    attributes: dict[str, Any] = {NODE: name}
+    step = metadata.get("langgraph_step")
+    if isinstance(step, int):
+        attributes[STEP] = step
+    thread_id = configurable.get("thread_id")
+    if isinstance(thread_id, str):
+        attributes[CONVERSATION_ID] = thread_id
+    if isinstance(input, Mapping) and isinstance(input.get("round"), int):
+        attributes[ROUND] = input["round"]
+    info = getattr(configurable.get(CONFIG_KEY_RUNTIME), "execution_info", None)
+    attempt = getattr(info, "node_attempt", None)
+    if isinstance(attempt, int):
+        attributes[ATTEMPT] = attempt
+    with outcome_span(tracer, f"node {name}", SpanKind.INTERNAL, attributes, stops=NODE_STOPS):
+        yield
+
+
 class TracedNode(Runnable[Any, Any]):
     """A graph node's runnable inside a ``node {name}`` span."""
 
@@ -208,50 +239,95 @@ class TracedNode(Runnable[Any, Any]):
         self.name = name
         self.inner = inner
 
-    @contextlib.contextmanager
-    def _span(self, input: Any, config: RunnableConfig | None) -> Iterator[Span]:
-        config = config or {}
-        metadata = config.get("metadata") or {}
-        configurable = config.get("configurable") or {}
-        attributes: dict[str, Any] = {NODE: self.name}
-        step = metadata.get("langgraph_step")
-        if isinstance(step, int):
-            attributes[STEP] = step
-        thread_id = configurable.get("thread_id")
-        if isinstance(thread_id, str):
-            attributes[CONVERSATION_ID] = thread_id
-        if isinstance(input, Mapping) and isinstance(input.get("round"), int):
-            attributes[ROUND] = input["round"]
-        info = getattr(configurable.get(CONFIG_KEY_RUNTIME), "execution_info", None)
-        attempt = getattr(info, "node_attempt", None)
-        if isinstance(attempt, int):
-            attributes[ATTEMPT] = attempt
-        with outcome_span(
-            tracer, f"node {self.name}", SpanKind.INTERNAL, attributes, stops=NODE_STOPS
-        ) as span:
-            yield span
-
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        if not tracing_active():
-            return self.inner.invoke(input, config, **kwargs)
-        with self._span(input, config):
+        with _node_span(self.name, input, config):
             return self.inner.invoke(input, config, **kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        if not tracing_active():
+        with _node_span(self.name, input, config):
             return await self.inner.ainvoke(input, config, **kwargs)
-        with self._span(input, config):
-            return await self.inner.ainvoke(input, config, **kwargs)
+
+
+class TracedSubgraph(RunnableCallable):
+    """A node that is a compiled subgraph, run inside a ``node {name}`` span.
+
+    The wrapper is a node function as LangGraph makes one from a plain function
+    (``RunnableCallable``, no callback run of its own) that names the subgraph in its closure:
+    LangGraph looks there for the subgraph a node runs (``find_subgraph_pregel``), so the node
+    is still a subgraph to ``get_state(subgraphs=True)``, to ``update_state`` on its namespace
+    and to ``get_graph(xray=True)``; a ``Runnable`` class around it would hide it. The
+    subgraph gets the task's config as it is, so its checkpoint namespace
+    (``{node}:{task id}``) and its checkpointer are the ones it had unwrapped.
+    """
+
+    def __init__(self, name: str, subgraph: Pregel) -> None:
+        def run(input: Any, config: RunnableConfig) -> Any:
+            with _node_span(name, input, config):
+                return subgraph.invoke(input, config)
+
+        async def arun(input: Any, config: RunnableConfig) -> Any:
+            with _node_span(name, input, config):
+                return await subgraph.ainvoke(input, config)
+
+        super().__init__(run, arun, name=name, trace=False)
+        self.subgraph = subgraph
+
+
+# What a compiled graph may carry that compile() does not take (``with_config`` sets config).
+_SETTINGS_AFTER_COMPILE = (
+    "config",
+    "step_timeout",
+    "retry_policy",
+    "cache_policy",
+    "stream_mode",
+    "stream_eager",
+)
+
+
+def _with_traced_nodes(graph: Pregel) -> Pregel:
+    """``graph`` compiled again from its builder once the builder's nodes are traced, with the
+    settings it was compiled with; a graph with no builder is returned as it is."""
+    if not isinstance(graph, CompiledStateGraph):
+        return graph
+    traced = trace_nodes(graph.builder).compile(
+        checkpointer=graph.checkpointer,
+        cache=graph.cache,
+        store=graph.store,
+        interrupt_before=_node_names(graph.interrupt_before_nodes),
+        interrupt_after=_node_names(graph.interrupt_after_nodes),
+        debug=graph.debug,
+        name=graph.name,
+        transformers=graph.stream_transformers,
+    )
+    for setting in _SETTINGS_AFTER_COMPILE:
+        setattr(traced, setting, getattr(graph, setting))
+    return traced
+
+
+def _node_names(nodes: All | Sequence[str]) -> All | list[str]:
+    return nodes if nodes == "*" else list(nodes)
 
 
 def trace_nodes(builder: StateGraph) -> StateGraph:
-    """Give every node of an uncompiled graph a span per execution; returns ``builder``.
+    """Give every node of an uncompiled graph a ``node {name}`` span per execution, the nodes
+    of its subgraphs too, as deep as they nest; returns ``builder``, changed in place. Calling
+    it again wraps nothing twice.
 
-    Subgraph nodes are left alone (LangGraph must still see them as subgraphs); their own
-    nodes are traced when their builder goes through this too.
+    A node that is a compiled subgraph is compiled again from the subgraph's builder after
+    this has traced the builder's nodes, keeping what the subgraph was compiled with
+    (checkpointer, name, interrupts, store, cache, debug, stream transformers, and the config
+    ``with_config`` gave it), and runs inside its own node's span, so the subgraph's node
+    spans nest under it. LangGraph still sees it as a subgraph (see :class:`TracedSubgraph`)
+    and its checkpoint namespace is unchanged, so a run that stopped inside it resumes there.
+    Left as they are: the nodes of a graph compiled from no ``StateGraph`` (a hand-built
+    ``Pregel``; it still gets its node's span) and of a graph that a node function calls.
     """
     for name, spec in builder.nodes.items():
-        if isinstance(spec.runnable, TracedNode | Pregel):
+        runnable = spec.runnable
+        if isinstance(runnable, TracedNode | TracedSubgraph):
             continue
-        spec.runnable = TracedNode(name, spec.runnable)  # type: ignore[assignment]
+        if isinstance(runnable, Pregel):
+            spec.runnable = TracedSubgraph(name, _with_traced_nodes(runnable))
+        else:
+            spec.runnable = TracedNode(name, runnable)  # type: ignore[assignment]
     return builder

@@ -11,9 +11,12 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, StateGraph
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -21,10 +24,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from agents.backends.scripted import ScriptedBackend
 from agents.model import ModelError
 from agents.model_map import ModelRouter
 from services.runner import execute_run
-from services.telemetry import configure_tracing
+from services.telemetry import configure_tracing, trace_nodes
 from tests.conftest import RunHarness
 from tests.graphs.test_discussion import AGREE, PROBLEM, backend
 
@@ -270,6 +274,166 @@ async def test_a_resumed_run_replays_stored_turns_without_chat_spans(
     assert solver.context.span_id not in chats_under
     # the critics and the evaluator did call their model
     assert len(named(recorded, "chat ")) == 3
+
+
+SPC_PROBLEM = "What is 2 + 2, doubled?"
+SPC_CORRECT = "The step holds. <Answer>Correct</Answer>"
+
+
+def trajectory_of(span: ReadableSpan, spans: list[ReadableSpan]) -> ReadableSpan:
+    """The ``node trajectory`` span a span of an spc_search run descends from."""
+    while span.name != "node trajectory":
+        span = parent_of(span, spans)
+    return span
+
+
+async def test_an_spc_search_traces_the_trajectory_subgraphs_nodes_under_their_trajectory(
+    harness: RunHarness, spans: InMemorySpanExporter
+) -> None:
+    model = ScriptedBackend(
+        {"solver": ["2 + 2 = 4, doubled is \\boxed{8}."], "critic": [SPC_CORRECT]}
+    )
+    run_id, outcome = await harness.run(model, "spc_search", SPC_PROBLEM, trajectories=2)
+    assert outcome["answer"] == "8"
+    recorded = list(spans.get_finished_spans())
+    (workflow,) = named(recorded, "invoke_workflow")
+    assert workflow.name == "invoke_workflow spc_search"
+
+    # one span per parallel trajectory, beside the vote, under the run
+    trajectories = named(recorded, "node trajectory")
+    assert len(trajectories) == 2
+    (vote,) = named(recorded, "node vote")
+    for node in [*trajectories, vote]:
+        assert parent_of(node, recorded) is workflow
+    for trajectory in trajectories:
+        assert trajectory.attributes["langgraph.node"] == "trajectory"
+        assert trajectory.attributes["gen_ai.conversation.id"] == run_id
+        assert trajectory.status.status_code == StatusCode.UNSET
+        steps = [s for s in named(recorded, "node ") if s.parent == trajectory.context]
+        assert sorted(str(s.attributes["langgraph.node"]) for s in steps) == [
+            "accept_step",
+            "critic_step",
+            "finish_trajectory",
+            "propose_step",
+        ]
+
+    # each turn is a child of the span of the subgraph node that made it, and a trajectory's
+    # turns (keys t0/..., t1/...) are all under that trajectory's span
+    turns = {t.key: t for t in await harness.store.turns(run_id)}
+    agents = named(recorded, "invoke_agent ")
+    assert len(agents) == len(named(recorded, "chat ")) == len(turns) == 4
+    under: dict[str, set[int]] = {}
+    for agent_span in agents:
+        turn = turns[str(agent_span.attributes["thinktank.turn.key"])]
+        node = parent_of(agent_span, recorded)
+        assert node.attributes["langgraph.node"] == turn.node
+        assert node.name == f"node {turn.node}"
+        assert parent_of(node, recorded) in trajectories
+        under.setdefault(turn.key.split("/")[0], set()).add(
+            trajectory_of(agent_span, recorded).context.span_id
+        )
+    assert set(under) == {"t0", "t1"}
+    assert all(len(ids) == 1 for ids in under.values())
+    assert under["t0"] != under["t1"]
+
+
+async def test_a_resumed_spc_search_goes_on_inside_its_trajectory_where_it_stopped(
+    harness: RunHarness, spans: InMemorySpanExporter
+) -> None:
+    """A run that died inside the trajectory subgraph, after its first step was accepted:
+    resuming it picks the subgraph up at its own checkpoint, so the trace shows only the
+    second step's nodes, still nested under a trajectory span."""
+
+    def script() -> ScriptedBackend:
+        return ScriptedBackend(
+            {
+                "solver": ["2 + 2 = 4.", "Doubled, 4 * 2 = 8, so \\boxed{8}."],
+                "critic": [SPC_CORRECT],
+            }
+        )
+
+    def die_after_the_second_step(_run: str, event: str, payload: dict[str, Any]) -> None:
+        if event == "turn_finished" and payload["key"] == "t0/s1/r0/step":
+            raise RuntimeError("worker killed")
+
+    harness.store.listeners.append(die_after_the_second_step)
+    run_id, outcome = await harness.run(script(), "spc_search", SPC_PROBLEM, trajectories=1)
+    assert outcome["status"] == "failed"
+    harness.store.listeners.remove(die_after_the_second_step)
+    spans.clear()
+
+    resumed = await execute_run(
+        run_id,
+        store=harness.store,
+        models=ModelRouter.single(script()),
+        database_url=harness.database_url,
+    )
+    assert (resumed["status"], resumed["answer"]) == ("succeeded", "8")
+    recorded = list(spans.get_finished_spans())
+    (trajectory,) = named(recorded, "node trajectory")
+    steps = [s for s in named(recorded, "node ") if s.parent == trajectory.context]
+    # the first step's propose, critic and accept nodes are not run again
+    assert [
+        str(s.attributes["langgraph.node"]) for s in sorted(steps, key=lambda s: s.start_time)
+    ] == [
+        "propose_step",
+        "critic_step",
+        "accept_step",
+        "finish_trajectory",
+    ]
+    agents = {str(a.attributes["thinktank.turn.key"]): a for a in named(recorded, "invoke_agent ")}
+    assert set(agents) == {"t0/s1/r0/step", "t0/s1/r0/critic"}
+    assert agents["t0/s1/r0/step"].attributes["thinktank.turn.replayed"] is True
+    assert all(trajectory_of(a, recorded) is trajectory for a in agents.values())
+
+
+class Counter(TypedDict, total=False):
+    count: int
+
+
+def bump(state: Counter) -> Counter:
+    return {"count": state.get("count", 0) + 1}
+
+
+async def test_a_traced_subgraph_keeps_its_settings_namespace_and_interrupt(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A subgraph compiled with a name and an interrupt stops before its second node; the
+    paused subgraph's state is found at its namespace, and resuming runs only that node."""
+    inner = StateGraph(Counter)
+    inner.add_node("first", bump)
+    inner.add_node("second", bump)
+    inner.add_edge(START, "first")
+    inner.add_edge("first", "second")
+    outer = StateGraph(Counter)
+    outer.add_node("sub", inner.compile(name="counting", interrupt_before=["second"]))
+    outer.add_edge(START, "sub")
+    builder = trace_nodes(trace_nodes(outer))  # twice: nothing is wrapped twice
+    graph = builder.compile(checkpointer=InMemorySaver())
+    thread: RunnableConfig = {"configurable": {"thread_id": "paused-inside"}}
+
+    # paused inside the subgraph: the outer state has none of its writes yet
+    assert await graph.ainvoke({"count": 0}, thread) == {"count": 0}
+    subgraphs = dict(graph.get_subgraphs())
+    assert list(subgraphs) == ["sub"] and subgraphs["sub"].name == "counting"
+    state = await graph.aget_state(thread, subgraphs=True)
+    assert state.next == ("sub",)
+    (task,) = state.tasks
+    assert task.name == "sub"
+    assert task.state.next == ("second",)
+    assert task.state.values == {"count": 1}
+    assert task.state.config["configurable"]["checkpoint_ns"].startswith("sub:")
+    paused = list(spans.get_finished_spans())
+    (sub,) = named(paused, "node sub")
+    assert [s.name for s in paused if s.parent == sub.context] == ["node first"]
+    assert not [s for s in paused if s.status.status_code == StatusCode.ERROR]
+    spans.clear()
+
+    assert await graph.ainvoke(None, thread) == {"count": 2}
+    resumed = list(spans.get_finished_spans())
+    (sub,) = named(resumed, "node sub")
+    assert [s.name for s in resumed if s.parent == sub.context] == ["node second"]
+    assert len(resumed) == 2
 
 
 def test_without_an_endpoint_tracing_is_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
