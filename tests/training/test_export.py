@@ -27,9 +27,10 @@ def manifest_of(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-async def test_spc_critic_and_sneaky_records(harness: RunHarness, tmp_path: Path) -> None:
-    run_id, outcome = await harness.run(
-        spc.backend(),
+async def play_spc_game(harness: RunHarness, model: Any) -> tuple[str, Any]:
+    """One SPC game on the shared problem, its step 0 attacked, two rollouts a side."""
+    return await harness.run(
+        model,
         "spc_game",
         spc.PROBLEM,
         reference_answer="10",
@@ -37,6 +38,10 @@ async def test_spc_critic_and_sneaky_records(harness: RunHarness, tmp_path: Path
         step_index=0,
         rollouts=2,
     )
+
+
+async def test_spc_critic_and_sneaky_records(harness: RunHarness, tmp_path: Path) -> None:
+    run_id, outcome = await play_spc_game(harness, spc.backend())
     assert outcome["answer"] == "critic_detected"
 
     out = tmp_path / "critic"
@@ -70,15 +75,7 @@ async def test_an_invalid_rewrite_costs_the_sneaky_and_gives_the_critic_nothing(
 ) -> None:
     # The sneaky step still reaches 10: not a real error.
     model = spc.backend(solver=[spc.rollout(original=[spc.RIGHT], sneaky=[spc.RIGHT])])
-    await harness.run(
-        model,
-        "spc_game",
-        spc.PROBLEM,
-        reference_answer="10",
-        solution=spc.SOLUTION,
-        step_index=0,
-        rollouts=2,
-    )
+    await play_spc_game(harness, model)
     critic = await export_dataset(harness.store, "spc-critic", ExportFilters(), tmp_path / "c")
     assert critic.records == 0 and critic.skipped == {"invalid_game": 1}
     await export_dataset(harness.store, "spc-sneaky", ExportFilters(), tmp_path / "s")
@@ -196,15 +193,7 @@ async def test_rl_records_carry_the_sampled_tokens_and_logprobs(
     harness: RunHarness, tmp_path: Path
 ) -> None:
     model = ReportsTokens(spc.backend())
-    run_id, _ = await harness.run(
-        model,
-        "spc_game",
-        spc.PROBLEM,
-        reference_answer="10",
-        solution=spc.SOLUTION,
-        step_index=0,
-        rollouts=2,
-    )
+    run_id, _ = await play_spc_game(harness, model)
     turns = {turn.key: turn for turn in await harness.store.turns(run_id)}
 
     out = tmp_path / "critic"
@@ -251,15 +240,7 @@ async def test_only_a_reply_the_model_ended_itself_is_trained_with_an_end_of_tur
     """Without sampled ids the trainer tokenizes the text, and appends the end-of-turn token
     unless the record says the reply was cut off: by its token limit, or halted."""
     for finish in ("length", "cancelled"):
-        await harness.run(
-            EndsAs(spc.backend(), "sneaky_generator", finish),
-            "spc_game",
-            spc.PROBLEM,
-            reference_answer="10",
-            solution=spc.SOLUTION,
-            step_index=0,
-            rollouts=2,
-        )
+        await play_spc_game(harness, EndsAs(spc.backend(), "sneaky_generator", finish))
     await export_dataset(harness.store, "spc-sneaky", ExportFilters(), tmp_path / "sneaky")
     sneaky = read_jsonl(tmp_path / "sneaky" / "data.jsonl", RLExample)
     assert [(r.completion_token_ids, r.truncated) for r in sneaky] == [(None, True), (None, True)]
