@@ -7,12 +7,15 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.engine import make_url
 
 from services.store.db import check_database_url
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 _SET_UP: set[str] = set()
 _SETUP_LOCK = threading.Lock()
@@ -44,10 +47,22 @@ async def _setup_once(saver: BaseCheckpointSaver, database_url: str) -> None:
     saver.is_setup = True  # the SQLite saver otherwise re-runs its setup on first use
 
 
-async def _close_sqlite(conn: Any) -> None:
-    with contextlib.suppress(Exception):
-        await conn.rollback()
-    await conn.close()
+async def _close_sqlite(saver: AsyncSqliteSaver) -> None:
+    """Roll back and close the SQLite saver's connection once no query of its is under way.
+
+    LangGraph stores some checkpoint writes from background tasks it does not wait for: a
+    cancelled run's error writes for the tasks it cut off are still under way as the run
+    ends. One whose INSERT reached the connection between our rollback and our close left a
+    transaction the close could not end: SQLite keeps a connection whose statements are not
+    all finalized (the write's cursor) as a zombie, write lock held, until that cursor is
+    garbage-collected, and every other writer on the file waits on "database is locked".
+    Every query of the saver holds its lock, so closing under it lets the write under way
+    finish; the writes after it find the connection closed and touch nothing.
+    """
+    async with saver.lock:
+        with contextlib.suppress(Exception):
+            await saver.conn.rollback()
+        await saver.conn.close()
 
 
 @asynccontextmanager
@@ -59,19 +74,19 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         conn = await aiosqlite.connect(url.database or ":memory:", timeout=10)
+        saver = AsyncSqliteSaver(conn)
         try:
             # Same durability as the store's own connections (see services.store.db): a
             # killed process loses nothing, and commits skip the fsync that cost ~5 ms each.
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
-            saver = AsyncSqliteSaver(conn)
             await _setup_once(saver, database_url)
             yield saver
         finally:
             # A run cancelled between a checkpoint write and its commit leaves a write
             # transaction open, and its lock would stall every other run on the file: roll
             # back and close even while this task is being cancelled.
-            await asyncio.shield(_close_sqlite(conn))
+            await asyncio.shield(_close_sqlite(saver))
         return
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 

@@ -8,7 +8,6 @@ rewards of each abstraction are known exactly whatever order the parallel calls 
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import re
 from collections import Counter, defaultdict
@@ -425,10 +424,6 @@ async def test_a_resumed_run_replays_the_solutions_it_already_made(harness: RunH
     made = {t.key: t.completion for t in await harness.store.turns(run_id) if t.node == "solve"}
     assert len(made) == 2
     await asyncio.sleep(0.4)  # the dead worker's lease lapses
-    # A killed process frees its database connections with it. Cancelled in-process, the
-    # run leaves one behind that holds SQLite's write lock until it is garbage-collected (a
-    # known leak, see the closing note); collect it as the process's death would.
-    gc.collect()
 
     second = ScriptedBackend({"solution_player": ["second worker \\boxed{42}"]})
     resumed = await execute_run(
