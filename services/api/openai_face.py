@@ -82,6 +82,7 @@ from services.api.schemas.openai import (
     Usage,
 )
 from services.api.schemas.runs import MAX_PROBLEM_CHARS
+from services.events import RESYNC
 from services.keys import scoped_idempotency_key
 from services.runner import create_run
 from services.store.models import Run, Turn
@@ -321,11 +322,14 @@ async def start_run(
 
 
 async def stored_event_arrives(wakeups: asyncio.Queue, within_s: float) -> bool:
-    """Wait for a published event the store keeps; live-only ones (tokens) do not count."""
+    """Wait for a published event the store keeps, or for the bus to say it may have dropped
+    some (``resync``); live-only ones (tokens) do not count."""
     try:
         async with asyncio.timeout(within_s):
-            while (await wakeups.get()).get("id") is None:
-                pass
+            while True:
+                event = await wakeups.get()
+                if event.get("id") is not None or event.get("type") == RESYNC["type"]:
+                    break
     except TimeoutError:
         return False
     return True

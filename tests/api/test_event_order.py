@@ -6,6 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from services.api.openai_face import stored_event_arrives
 from services.api.runs import stream_events
 from services.events import RESYNC, InMemoryBus
 from services.store.repository import Store
@@ -80,3 +81,12 @@ async def test_a_feed_that_comes_back_after_a_loss_makes_the_stream_read_the_sto
     await store.emit(run_id, "turn_finished", {"turn": 0})  # stored, never published
     await bus.publish(run_id, RESYNC)
     assert (await asyncio.wait_for(first, timeout=1)).event == "turn_finished"
+
+
+async def test_the_openai_face_reads_the_store_again_at_a_resync_not_at_a_token() -> None:
+    wakeups: asyncio.Queue = asyncio.Queue()
+    wakeups.put_nowait({"id": None, "type": "token", "data": {}})
+    assert not await stored_event_arrives(wakeups, 0.1)
+    wakeups.put_nowait({"id": None, "type": "token", "data": {}})
+    wakeups.put_nowait(RESYNC)
+    assert await stored_event_arrives(wakeups, 5)
