@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.genai_spans import mark_replayed, traced_ask, traced_generate
 from agents.model import (
     ChatMessage,
     Completion,
@@ -41,7 +42,6 @@ from agents.model import (
     ModelResponse,
     SamplingParams,
 )
-from agents.telemetry import mark_replayed, traced_ask, traced_generate
 from roles.outcomes import Outcome
 from roles.parsing import Parsed
 

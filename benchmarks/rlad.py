@@ -25,9 +25,9 @@ from scratch_db import create_scratch_database, drop_scratch_database
 
 from agents.backends.scripted import ScriptedBackend
 from agents.model_map import ModelRouter
-from services.runner import execute_run, submit_run
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from execution.runner import execute_run, submit_run
+from store.db import create_engine, migrate
+from store.runs import Store
 
 K, M = 4, 4
 ABSTRACTIONS = "\n".join(

@@ -39,11 +39,11 @@ from typing import Any
 from agents.backends.scripted import ScriptedBackend, Slow
 from agents.model import ModelRequest, ModelResponse, TextCallback
 from agents.model_map import ModelRouter
+from execution.runner import execute_run, submit_run
 from roles import sdv as sdv_roles
 from roles.checking import answers_match
-from services.runner import execute_run, submit_run
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from store.db import create_engine, migrate
+from store.runs import Store
 
 RECHECK_WORDS = 200
 

@@ -34,9 +34,9 @@ from agents.backends.scripted import ScriptedModelConfig
 from agents.backends.serving_config import DeploymentSpec, RayModelConfig, VLLMModelConfig
 from agents.model import ChatMessage, ModelBackend, ModelRequest, SamplingParams
 from agents.model_map import ModelRouter
-from services.runner import execute_run, submit_run
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from execution.runner import execute_run, submit_run
+from store.db import create_engine, migrate
+from store.runs import Store
 
 PROBLEMS = [f"What is {a} times {b}?" for a, b in [(6, 7), (12, 13), (9, 8), (15, 4)]] + [
     f"A shop sells {n} apples a day. How many in {d} days?" for n, d in [(30, 7), (12, 5)]

@@ -53,9 +53,9 @@ from sqlalchemy.engine import make_url
 
 from agents.backends.scripted import ScriptedBackend, ScriptedModelConfig
 from agents.model_map import ModelRouter
-from services.runner import execute_run, submit_run
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from execution.runner import execute_run, submit_run
+from store.db import create_engine, migrate
+from store.runs import Store
 
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +160,7 @@ class Services:
     def spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.home / f"{name}.log").open("wb") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "services.cli", *command],
+                [sys.executable, "-m", "services.cli.app", *command],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -25,10 +25,10 @@ from scratch_db import create_scratch_database, drop_scratch_database
 from agents.backends.scripted import ScriptedBackend
 from agents.model import ModelRequest
 from agents.model_map import ModelRouter
+from execution.runner import execute_run, submit_run
 from roles.spc import SpcGame
-from services.runner import execute_run, submit_run
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from store.db import create_engine, migrate
+from store.runs import Store
 
 PROBLEM = "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many apples are left?"
 SOLUTION = "3 * 4 = 12 apples.\n\n12 - 2 = 10 apples are left.\n\nThe answer is \\boxed{10}."

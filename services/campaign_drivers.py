@@ -11,10 +11,10 @@ import asyncio
 import logging
 
 from agents.model_map import ModelRouter
+from execution.cancelling import cancel_and_wait
 from services.campaign_tasks import start_on_celery
-from services.store import campaigns as repo
-from services.store.repository import Store
-from services.tasks import cancel_and_wait
+from store import campaigns as repo
+from store.runs import Store
 from training.campaigns import CampaignEnv, drive
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from typing import Any
 from celery import Celery, chain
 from celery.exceptions import Ignore
 
-from services.store import campaigns as repo
-from services.store.db import is_transient
-from services.store.repository import Store
+from store import campaigns as repo
+from store.db import is_transient
+from store.runs import Store
 from training.campaigns import (
     CampaignConfig,
     CampaignEnv,

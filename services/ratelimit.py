@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.keys import tokens_spent
 from services.settings import Settings
-from services.store.models import ApiKey
-from services.store.repository import Store
+from store.api_keys import tokens_spent
+from store.runs import Store
+from store.tables.runs import ApiKey
 
 WINDOW_S = 60
 REDIS_PREFIX = "thinktank:ratelimit:"

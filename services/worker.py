@@ -19,16 +19,16 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from agents.model_map import ModelRouter
+from execution.executor import EXECUTE_RUN_TASK, CeleryExecutor
+from execution.recovery import requeue_forever
+from execution.runner import execute_run
+from execution.tracing import configure_tracing
 from services.campaign_tasks import campaign_env, resume_stalled
 from services.campaign_tasks import register as register_campaign_tasks
-from services.events import RedisBus
-from services.executor import EXECUTE_RUN_TASK, CeleryExecutor
-from services.recovery import requeue_forever
-from services.runner import execute_run
 from services.settings import Settings
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
-from services.telemetry import configure_tracing
+from store.bus import RedisBus
+from store.db import create_engine, migrate
+from store.runs import Store
 from training.campaigns import CampaignEnv
 
 T = TypeVar("T")

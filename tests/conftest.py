@@ -17,9 +17,9 @@ import pytest
 from agents.calls import TurnRecord
 from agents.model import ChatMessage, ModelBackend
 from agents.model_map import ModelRouter
-from services.runner import RunOutcome, execute_run, submit_run
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from execution.runner import RunOutcome, execute_run, submit_run
+from store.db import create_engine, migrate
+from store.runs import Store
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "THINKTANK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -45,7 +45,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """The real ``thinktank`` command line, in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "services.cli.app", *args],
         env=env,
         capture_output=True,
         text=True,

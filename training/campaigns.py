@@ -19,7 +19,7 @@ baseline, unless switched off); then each round 1..R takes five steps:
     solve rate on held-out problems. Stored with the round's game statistics.
 
 Where a campaign is, and everything each round made, is in the store
-(:mod:`services.store.campaigns`), and every step is idempotent: games are runs with
+(:mod:`store.campaigns`), and every step is idempotent: games are runs with
 idempotency keys, trainings have keys, evaluations have names. So whatever drives a campaign
 (a Celery chain per round, or :func:`drive` in one process) can die at any point, and the next
 driver continues the step it was in. A driver advances the campaign only while it holds the
@@ -43,18 +43,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agents.model import ModelError, ModelRequest, SamplingParams
 from agents.model_map import ModelRouter
-from graphs.registry import get_pattern
+from execution.cancelling import cancel_and_wait
+from execution.runner import create_run, execute_run
+from graphs.patterns import get_pattern
 from roles import rlad as rlad_roles
 from roles import spc as spc_roles
 from roles.messages import ChatMessage
-from services.runner import create_run, execute_run
 from services.settings import data_dir
-from services.store import campaigns as repo
-from services.store.campaign_models import Campaign, CampaignRound
-from services.store.db import is_transient
-from services.store.repository import Store
-from services.tasks import cancel_and_wait
-from training import jobs, registry
+from store import campaigns as repo
+from store import model_versions
+from store.db import is_transient
+from store.runs import Store
+from store.tables.campaigns import Campaign, CampaignRound
+from training import jobs
 from training.config import DEFAULT_BASE, RLConfig
 from training.critic_eval import CriticEvalConfig, evaluate_critic
 from training.evaluation import EvalConfig, evaluate_patterns
@@ -224,7 +225,7 @@ def campaign_dir(campaign_id: str) -> Path:
 def version_name(campaign: Campaign, model: str, round_: int) -> str:
     """Versions are named after their campaign, role and round: never reused, and a
     retried training finds the name it reserved."""
-    return registry.check_model_name(f"{campaign.name}-{model}-r{round_}")
+    return model_versions.check_model_name(f"{campaign.name}-{model}-r{round_}")
 
 
 @dataclass
@@ -260,7 +261,7 @@ async def create_campaign(
     _eval_problems_readable(config)
     campaign_name = name or f"{config.kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     try:
-        registry.check_model_name(f"{campaign_name}-abstraction-r{config.rounds}")
+        model_versions.check_model_name(f"{campaign_name}-abstraction-r{config.rounds}")
     except ValueError:
         raise CampaignError(
             f"bad campaign name {campaign_name!r}: letters, digits, '.', '_' or '-', at most "
@@ -323,7 +324,7 @@ async def cancel_campaign(store: Store, campaign_id: str) -> Campaign:
     current = await repo.get_round(store, campaign.id, campaign.round)
     for entry in current.training_runs.values():
         with contextlib.suppress(Exception):
-            run = await registry.get_training_run(store, entry["id"])
+            run = await model_versions.get_training_run(store, entry["id"])
             if run.status in ("queued", "running"):
                 jobs.signal_local(run)
     return await repo.get_campaign(store, campaign.id)
@@ -624,7 +625,7 @@ async def _train(
             # submit_training would read and hash again each time.
             launched = await jobs.refresh_status(
                 env.store,
-                await registry.get_training_run(env.store, entry["id"]),
+                await model_versions.get_training_run(env.store, entry["id"]),
                 config.launcher,
             )
             if _is_live(launched):
@@ -633,7 +634,7 @@ async def _train(
             sub = await jobs.submit_training(
                 env.store, "rl", rl, key=key, resume=None, options=config.launcher
             )
-        except (jobs.JobConflict, registry.ModelVersionExists) as exc:
+        except (jobs.JobConflict, model_versions.ModelVersionExists) as exc:
             raise CampaignError(f"round {row.round}: cannot train {model}: {exc}") from None
         entry["id"] = sub.run.id
         if sub.action == "done":

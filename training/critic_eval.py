@@ -19,9 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.model_map import ModelRouter
-from services.store import evaluations as repo
-from services.store.models import Run
-from services.store.repository import Store
+from store import evaluations as repo
+from store.runs import Store
+from store.tables.runs import Run
 from training.evaluation import (
     EvaluationError,
     ItemResult,

@@ -34,13 +34,13 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.model_map import ModelRouter
-from graphs.registry import get_pattern
+from execution.runner import RunInterrupted, create_run, execute_run
+from graphs.patterns import get_pattern
 from roles.checking import answers_match
-from services.runner import RunInterrupted, create_run, execute_run
-from services.store import evaluations as repo
-from services.store.eval_models import Evaluation, EvaluationItem
-from services.store.models import Run
-from services.store.repository import Store
+from store import evaluations as repo
+from store.runs import Store
+from store.tables.evaluations import Evaluation, EvaluationItem
+from store.tables.runs import Run
 from training.problems import Problem, load_problems
 
 log = logging.getLogger(__name__)

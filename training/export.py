@@ -29,9 +29,9 @@ from roles import spc as spc_roles
 from roles.answers import last_boxed
 from roles.checking import answers_match
 from roles.messages import ChatMessage
-from services.store import evaluations
-from services.store.models import Run, Turn
-from services.store.repository import Store
+from store import evaluations
+from store.runs import Store
+from store.tables.runs import Run, Turn
 from training.datasets import RLExample, SFTExample, dataset_hash, write_jsonl
 
 ExportKind = Literal[

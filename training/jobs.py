@@ -50,8 +50,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.store.training_models import ModelVersion, TrainingRun
-from training import registry
+from store import model_versions
+from store.tables.training import ModelVersion, TrainingRun
 from training.config import DEFAULT_BASE, RLConfig, SFTConfig, TrainConfig, TrainingError
 from training.datasets import DatasetError, RLExample, SFTExample, dataset_hash, read_jsonl
 
@@ -134,8 +134,8 @@ async def resolve_base(store: Any, config: TrainConfig) -> TrainConfig:
         # stored absolute: a version must still say where its base is when read elsewhere
         return config.model_copy(update={"base": str(Path(base).resolve())})
     try:
-        version = await registry.get_model_version(store, base)
-    except registry.ModelVersionNotFound:
+        version = await model_versions.get_model_version(store, base)
+    except model_versions.ModelVersionNotFound:
         raise JobConflict(
             f"--base {base!r} is not {DEFAULT_BASE!r}, a transformers model directory (with "
             "config.json) or a registered model version (`thinktank models list`)"
@@ -184,13 +184,13 @@ async def refresh_status(
         return run
     step = (run.progress or {}).get("step")
     where = f" after step {step}" if step is not None else ""
-    await registry.finish_training_run(
+    await model_versions.finish_training_run(
         store,
         run.id,
         "interrupted",
         error=f"the training process (pid {run.pid}) ended without finishing{where}",
     )
-    return await registry.get_training_run(store, run.id)
+    return await model_versions.get_training_run(store, run.id)
 
 
 def signal_local(run: TrainingRun) -> bool:
@@ -224,14 +224,14 @@ async def submit_training(
     config = await resolve_base(store, config)
     config = config.model_copy(update={"dataset_hash": dataset_hash(config.data)})
     key = key or idempotency_key(kind, config)
-    existing = await registry.find_training_run(store, key)
+    existing = await model_versions.find_training_run(store, key)
     if existing is None:
         if resume:
             raise JobConflict(
                 "there is no earlier training run with these settings and data to resume "
                 "(`thinktank train list` shows the runs; settings must match exactly)"
             )
-        run, created = await registry.create_training_run(
+        run, created = await model_versions.create_training_run(
             store,
             kind=kind,
             config=config.model_dump(mode="json"),
@@ -267,7 +267,7 @@ def job_command(run_id: str, options: LaunchOptions, python: str = sys.executabl
 
 
 def log_path(run_id: str) -> Path:
-    return registry.training_dir(run_id) / "train.log"
+    return model_versions.training_dir(run_id) / "train.log"
 
 
 async def launch(
@@ -285,7 +285,7 @@ async def launch(
     options = options or LaunchOptions()
     child_env = {**os.environ, **(env or {}), "THINKTANK_DATABASE_URL": database_url}
     child_env.setdefault("PYTHONUNBUFFERED", "1")
-    work = registry.training_dir(run.id)
+    work = model_versions.training_dir(run.id)
     work.mkdir(parents=True, exist_ok=True)
     output: Any = None
     if detach:
@@ -302,7 +302,7 @@ async def launch(
     finally:
         if output is not None:
             output.close()
-    await registry.record_launch(
+    await model_versions.record_launch(
         store, run.id, pid=process.pid, host=socket.gethostname(), launcher=options.launcher
     )
     return process
@@ -376,7 +376,9 @@ async def launch_ray(
         if client.get_job_info(submission) is None:
             raise
         # another launcher submitted the same attempt a moment ago; that job is this training
-    await registry.record_launch(store, run.id, pid=None, host=f"ray:{submission}", launcher="ray")
+    await model_versions.record_launch(
+        store, run.id, pid=None, host=f"ray:{submission}", launcher="ray"
+    )
     return submission
 
 
@@ -407,7 +409,7 @@ async def _refresh_ray(store: Any, run: TrainingRun, options: LaunchOptions) -> 
     if newest is not None and not newest.status.is_terminal():
         return run
     # read after Ray answered: a job that recorded its end did so before it ended
-    fresh = await registry.get_training_run(store, run.id)
+    fresh = await model_versions.get_training_run(store, run.id)
     if fresh.status not in ("queued", "running"):
         return fresh
     if newest is None:
@@ -468,16 +470,16 @@ async def settle(
     """The run's final state once its process has ended; a job that died before it could
     record its end (killed, or failed while starting) is marked here, with ``error`` as the
     reason when the caller knows more than the exit status."""
-    run = await registry.get_training_run(store, run_id)
+    run = await model_versions.get_training_run(store, run_id)
     if run.status in ("queued", "running"):
         stopped = exit_code in (EXIT_INTERRUPTED, -signal.SIGINT, -signal.SIGTERM)
-        await registry.finish_training_run(
+        await model_versions.finish_training_run(
             store,
             run_id,
             "interrupted" if stopped else "failed",
             error=error or f"the training process exited with status {exit_code}",
         )
-        run = await registry.get_training_run(store, run_id)
+        run = await model_versions.get_training_run(store, run_id)
     return run
 
 
@@ -497,8 +499,8 @@ class _StoreThread:
         self.store: Any = self.call(self._open(database_url))
 
     async def _open(self, database_url: str) -> Any:
-        from services.store.db import create_engine
-        from services.store.repository import Store
+        from store.db import create_engine
+        from store.runs import Store
 
         self.engine = create_engine(database_url)
         return Store(self.engine)
@@ -534,7 +536,8 @@ class _ProgressToStore:
             return
         self.sent_at, self.status = now, progress.get("status")
         self.pending = asyncio.run_coroutine_threadsafe(
-            registry.record_progress(self.stores.store, self.run_id, progress), self.stores.loop
+            model_versions.record_progress(self.stores.store, self.run_id, progress),
+            self.stores.loop,
         )
 
     def flush(self) -> None:
@@ -547,7 +550,7 @@ class _ProgressToStore:
 def _publish(config: TrainConfig, adapter: Path) -> Path:
     """Move the trained adapter to its versioned home. The name was reserved by this run, so
     a folder already there is this run's own from an attempt that died before registering."""
-    target = registry.adapter_dir(config.name or "")
+    target = model_versions.adapter_dir(config.name or "")
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.rmtree(target)
@@ -560,7 +563,7 @@ def _register(
 ) -> ModelVersion:
     try:
         return stores.call(
-            registry.register_model_version(
+            model_versions.register_model_version(
                 stores.store,
                 name=run.model_name,
                 kind=run.kind,
@@ -574,8 +577,8 @@ def _register(
                 parent=config.parent,
             )
         )
-    except registry.ModelVersionExists:
-        existing = stores.call(registry.get_model_version(stores.store, run.model_name))
+    except model_versions.ModelVersionExists:
+        existing = stores.call(model_versions.get_model_version(stores.store, run.model_name))
         if existing.training_run_id != run.id:
             raise
         return existing  # registered by an attempt that died right after
@@ -603,7 +606,7 @@ def run_job(run_id: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     stores = _StoreThread(Settings().database_url)
     try:
-        run = stores.call(registry.get_training_run(stores.store, run_id))
+        run = stores.call(model_versions.get_training_run(stores.store, run_id))
         if run.status == "succeeded":
             print(f"[train] {run_id} already succeeded ({run.model_name})", file=sys.stderr)
             return 0
@@ -618,7 +621,7 @@ def run_job(run_id: str) -> int:
                 )
                 return 2
         return _train(stores, run, rank, stop)
-    except registry.TrainingRunNotFound as exc:
+    except model_versions.TrainingRunNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:  # launched by hand against a database it cannot read
@@ -634,13 +637,15 @@ def _train(stores: _StoreThread, run: TrainingRun, rank: int, stop: threading.Ev
 
     def finish(status: str, error: str | None = None) -> None:
         if main:
-            stores.call(registry.finish_training_run(stores.store, run.id, status, error=error))
+            stores.call(
+                model_versions.finish_training_run(stores.store, run.id, status, error=error)
+            )
 
     try:
         config = config_for(run.kind, run.config)
         if main:
             stores.call(
-                registry.mark_training_started(
+                model_versions.mark_training_started(
                     stores.store,
                     run.id,
                     pid=os.getpid(),
@@ -654,7 +659,7 @@ def _train(stores: _StoreThread, run: TrainingRun, rank: int, stop: threading.Ev
             from training.rl import train_rl as trainer
         progress = _ProgressToStore(stores, run.id) if main else None
         result = trainer(  # type: ignore[operator]
-            config, registry.training_dir(run.id), on_progress=progress, stop=stop
+            config, model_versions.training_dir(run.id), on_progress=progress, stop=stop
         )
         if progress is not None:
             progress.flush()
@@ -666,9 +671,9 @@ def _train(stores: _StoreThread, run: TrainingRun, rank: int, stop: threading.Ev
             target = _publish(config, result.adapter)
             metrics = {**result.metrics, "base_name": result.base_name}
             version = _register(stores, run, config, target, metrics)
-            latest = stores.call(registry.get_training_run(stores.store, run.id)).progress
+            latest = stores.call(model_versions.get_training_run(stores.store, run.id)).progress
             stores.call(
-                registry.update_training_run(
+                model_versions.update_training_run(
                     stores.store, run.id, progress={**(latest or {}), **_final(result)}
                 )
             )
@@ -684,7 +689,7 @@ def _train(stores: _StoreThread, run: TrainingRun, rank: int, stop: threading.Ev
             "interrupted", "stopped at once by a second signal; resumes from the last checkpoint"
         )
         return EXIT_INTERRUPTED
-    except (TrainingError, DatasetError, registry.ModelVersionExists, ValueError) as exc:
+    except (TrainingError, DatasetError, model_versions.ModelVersionExists, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         finish("failed", str(exc))
         return 1

@@ -3,7 +3,7 @@
 An adapter is a folder that PEFT's ``save_pretrained`` wrote (``adapter_config.json`` and the
 weights) under the backend's ``adapters_dir``, named by version (``critic-v0003``). The default
 folder is ``models/adapters`` under the data directory, where training publishes model versions
-(training/registry.py). Training
+(store/model_versions.py). Training
 publishes a new version under a new name and the next request that names it loads it, so a new
 model version is served without a restart. Loaded adapters are cached by name, as vLLM and Ray
 Serve LLM do, which is why a name is never reused for other weights.

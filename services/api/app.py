@@ -12,7 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from agents.model_map import ModelRouter
-from graphs.registry import UnknownPattern
+from execution.executor import CeleryExecutor, Executor, InProcessExecutor
+from execution.recovery import requeue_forever
+from execution.tracing import configure_tracing
+from graphs.patterns import UnknownPattern
 from services.api import campaigns as campaigns_api
 from services.api import health, model_versions, runs
 from services.api.auth import ApiKeyAuth
@@ -20,13 +23,10 @@ from services.api.deps import Services
 from services.api.limits import BodySizeLimit, NulInUrl
 from services.campaign_drivers import CampaignDrivers
 from services.dashboard import mount_dashboard
-from services.events import EventBus, InMemoryBus, RedisBus
-from services.executor import CeleryExecutor, Executor, InProcessExecutor
-from services.recovery import requeue_forever
 from services.settings import Settings
-from services.store.db import create_engine, migrate
-from services.store.repository import RunNotFound, Store
-from services.telemetry import configure_tracing
+from store.bus import EventBus, InMemoryBus, RedisBus
+from store.db import create_engine, migrate
+from store.runs import RunNotFound, Store
 
 
 def validation_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, object]]:

@@ -27,9 +27,9 @@ from typing import Literal
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.keys import find_key
 from services.ratelimit import make_rate_limiter, token_quota_left
 from services.settings import Settings
+from store.api_keys import find_key
 
 GUARDED_PREFIX = "/v1"
 # requests that start a run: the token quota is checked on these

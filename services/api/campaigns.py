@@ -21,8 +21,8 @@ from services.api.schemas.campaigns import (
     CampaignView,
 )
 from services.settings import data_dir
-from services.store import campaigns as repo
-from services.store.campaign_models import Campaign
+from store import campaigns as repo
+from store.tables.campaigns import Campaign
 from training.campaigns import CampaignConfig, CampaignError, cancel_campaign, create_campaign
 from training.problems import GENERATOR_PREFIX, ProblemSourceError
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from execution.executor import Executor
 from services.campaign_drivers import CampaignDrivers
-from services.events import EventBus
-from services.executor import Executor
 from services.settings import Settings
-from services.store.repository import Store
+from store.bus import EventBus
+from store.runs import Store
 
 
 @dataclass

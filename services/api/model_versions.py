@@ -1,4 +1,4 @@
-"""The model versions resource: trained adapters, read from the registry (training/registry.py).
+"""The model versions resource: trained adapters, read from the registry (store/model_versions.py).
 
 Unlike runs, versions are not scoped to an API key: any valid key may read them all.
 """
@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from services.api.deps import get_services
 from services.api.schemas.model_versions import ModelVersionList, ModelVersionView
-from training import registry
+from store import model_versions
 
 router = APIRouter(prefix="/v1", tags=["model versions"])
 
@@ -25,7 +25,7 @@ async def list_model_versions(
 ) -> ModelVersionList:
     """Registered model versions, newest first."""
     store = get_services(request).store
-    versions = await registry.list_model_versions(store, limit=limit, kind=kind, role=role)
+    versions = await model_versions.list_model_versions(store, limit=limit, kind=kind, role=role)
     return ModelVersionList(items=[ModelVersionView.model_validate(v) for v in versions])
 
 
@@ -37,7 +37,7 @@ async def list_model_versions(
 async def get_model_version(name: str, request: Request) -> ModelVersionView:
     """One model version: base, adapter, dataset, metrics, lineage."""
     try:
-        version = await registry.get_model_version(get_services(request).store, name)
-    except registry.ModelVersionNotFound as exc:
+        version = await model_versions.get_model_version(get_services(request).store, name)
+    except model_versions.ModelVersionNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return ModelVersionView.model_validate(version)

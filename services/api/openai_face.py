@@ -60,7 +60,8 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from graphs.registry import PATTERNS, Pattern, UnknownPattern, get_pattern
+from execution.runner import create_run
+from graphs.patterns import PATTERNS, Pattern, UnknownPattern, get_pattern
 from roles.answers import extract_answer, normalize_answer, shared_text
 from services.api.deps import Services, get_services
 from services.api.runs import caller_key_id, replay
@@ -82,11 +83,10 @@ from services.api.schemas.openai import (
     Usage,
 )
 from services.api.schemas.runs import MAX_PROBLEM_CHARS
-from services.events import RESYNC
-from services.keys import scoped_idempotency_key
-from services.runner import create_run
-from services.store.models import Run, Turn
-from services.store.repository import TERMINAL
+from store.api_keys import scoped_idempotency_key
+from store.bus import RESYNC
+from store.runs import TERMINAL
+from store.tables.runs import Run, Turn
 
 MODEL_PREFIX = "thinktank/"
 # How long a follower waits for news before it looks at the run itself: a run cancelled while

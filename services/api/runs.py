@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from graphs.registry import PATTERNS, get_pattern
+from execution.runner import create_run
+from graphs.patterns import PATTERNS, get_pattern
 from roles.checking import answers_match
 from services.api.deps import Services, get_services
 from services.api.schemas.runs import (
@@ -26,12 +27,11 @@ from services.api.schemas.runs import (
     TurnView,
     Usage,
 )
-from services.events import RESYNC
-from services.keys import scoped_idempotency_key
-from services.runner import create_run
 from services.settings import Settings
-from services.store.models import Event, Run
-from services.store.repository import TERMINAL, RunNotFound, Store
+from store.api_keys import scoped_idempotency_key
+from store.bus import RESYNC
+from store.runs import TERMINAL, RunNotFound, Store
+from store.tables.runs import Event, Run
 
 # How long a quiet live stream waits before reading the store again.
 STORE_POLL_S = 2.0

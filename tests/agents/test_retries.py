@@ -27,8 +27,8 @@ from agents.calls import (
 )
 from agents.model import ChatMessage, ModelError, ModelRequest, ModelResponse, SamplingParams
 from agents.model_map import ModelRouter
-from services.runner import execute_run, submit_run
-from services.store.repository import Store
+from execution.runner import execute_run, submit_run
+from store.runs import Store
 from tests.conftest import RunHarness
 from tests.graphs.test_discussion import AGREE, PROBLEM, ROLES, SOLUTION, WRONG, ceo
 

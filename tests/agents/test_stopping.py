@@ -19,8 +19,8 @@ from agents.backends.scripted import Logprobs, ScriptedBackend, Slow, word_piece
 from agents.calls import Agent, RunContext, TextWatch, TokenBudget, ask
 from agents.model import ChatMessage, Completion, ModelBackend, ModelRequest, SamplingParams
 from agents.model_map import ModelRouter
-from services.runner import submit_run
-from services.store.repository import Store
+from execution.runner import submit_run
+from store.runs import Store
 
 LONG = " ".join(f"word{i}" for i in range(20))
 SOLVER = Agent(name="Solver", role="solver", model="policy")

@@ -17,11 +17,11 @@ import pytest
 import redis
 import uvicorn
 
-from services import keys
 from services.api.auth import keys_required
 from services.ratelimit import REDIS_PREFIX
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from store import api_keys
+from store.db import create_engine, migrate
+from store.runs import Store
 from tests.api.conftest import LiveServer, scripted_settings, wait_for_run
 from tests.conftest import run_cli
 
@@ -60,7 +60,7 @@ def direct_key(tmp_path: Path, name: str, **limits: int) -> str:
         engine = create_engine(database_url(tmp_path))
         try:
             await migrate(engine)
-            _, key = await keys.create_key(Store(engine), name, **limits)
+            _, key = await api_keys.create_key(Store(engine), name, **limits)
         finally:
             await engine.dispose()
         return key
@@ -126,7 +126,7 @@ def test_a_cli_key_works_until_the_cli_revokes_it(tmp_path: Path, keyed_api: Liv
         assert client.get("/v1/runs", headers=bearer(key)).status_code == 200
         assert client.get("/v1/runs", headers={"X-API-Key": key}).status_code == 200
 
-        prefix = keys.display_prefix(key)
+        prefix = api_keys.display_prefix(key)
         revoked = thinktank(tmp_path, "keys", "revoke", prefix)
         assert revoked.returncode == 0, revoked.stderr
         assert "revoked API key" in revoked.stdout
@@ -160,7 +160,7 @@ def test_the_fourth_request_in_a_minute_gets_429_with_retry_after(
     # the count is in Redis (shared by every API process), and it expires with the window
     with sqlite3.connect(tmp_path / "api.db") as db:
         (key_id,) = db.execute(
-            "SELECT id FROM api_keys WHERE prefix = ?", (keys.display_prefix(key),)
+            "SELECT id FROM api_keys WHERE prefix = ?", (api_keys.display_prefix(key),)
         ).fetchone()
     assert int(redis_client.get(REDIS_PREFIX + key_id)) == 4
     assert 0 < redis_client.pttl(REDIS_PREFIX + key_id) <= 60_000
@@ -293,11 +293,11 @@ def test_the_secret_is_stored_nowhere_and_never_logged_or_listed(
         wait_for_run(client, run_id)
         client.get(f"/v1/runs/{run_id}/turns", headers={"X-API-Key": key})
 
-    secret = key.removeprefix(keys.display_prefix(key))
+    secret = key.removeprefix(api_keys.display_prefix(key))
     # every byte the store wrote: the database and its write-ahead log (recent writes live
     # there until a checkpoint)
     stored = b"".join(path.read_bytes() for path in tmp_path.glob("api.db*"))
-    assert keys.hash_key(key).encode() in stored  # we are reading the right files
+    assert api_keys.hash_key(key).encode() in stored  # we are reading the right files
     assert secret.encode() not in stored
 
     assert any('"POST /v1/runs' in line for line in logs.lines)  # the access log was on
@@ -305,4 +305,4 @@ def test_the_secret_is_stored_nowhere_and_never_logged_or_listed(
 
     listed = thinktank(tmp_path, "keys", "list")
     assert listed.returncode == 0, listed.stderr
-    assert keys.display_prefix(key) in listed.stdout and secret not in listed.stdout
+    assert api_keys.display_prefix(key) in listed.stdout and secret not in listed.stdout

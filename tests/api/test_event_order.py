@@ -8,8 +8,8 @@ from typing import Any
 
 from services.api.openai_face import stored_event_arrives
 from services.api.runs import stream_events
-from services.events import RESYNC, InMemoryBus
-from services.store.repository import Store
+from store.bus import RESYNC, InMemoryBus
+from store.runs import Store
 
 
 async def open_stream(store: Store, bus: InMemoryBus) -> tuple[str, Any, asyncio.Future]:

@@ -12,8 +12,8 @@ import pytest
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.backends.scripted import ScriptedModelConfig
 from agents.model_map import ModelMap
-from services import metrics
 from services.settings import Settings
+from store import metrics
 from tests.api.conftest import REPLIES, LiveServer, free_port, wait_for_run
 
 DISCUSSION = {"pattern": "discussion", "problem": "What is 2+3?", "config": {"max_rounds": 2}}

@@ -10,11 +10,10 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from services import keys
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from store import api_keys, model_versions
+from store.db import create_engine, migrate
+from store.runs import Store
 from tests.api.conftest import LiveServer, scripted_settings
-from training import registry
 
 T = TypeVar("T")
 
@@ -28,28 +27,28 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 async def register_two(store: Store) -> None:
     """An SFT policy and an RL critic trained from it, registered as training does."""
-    run, _ = await registry.create_training_run(
+    run, _ = await model_versions.create_training_run(
         store, kind="sft", config={}, model_name=None, name_prefix="policy-sft"
     )
-    await registry.register_model_version(
+    await model_versions.register_model_version(
         store,
         name=run.model_name,
         kind="sft",
         role="policy",
         base_model="smollm2",
-        adapter_path=registry.adapter_dir(run.model_name),
+        adapter_path=model_versions.adapter_dir(run.model_name),
         dataset_hash="ab" * 32,
         metrics={"eval_loss": 1.5, "eval_loss_base": 2.5},
         config={"lora_r": 8},
         training_run_id=run.id,
     )
-    await registry.register_model_version(
+    await model_versions.register_model_version(
         store,
         name="critic-rl-v1",
         kind="rl",
         role="critic",
         base_model="smollm2",
-        adapter_path=registry.adapter_dir("critic-rl-v1"),
+        adapter_path=model_versions.adapter_dir("critic-rl-v1"),
         dataset_hash="cd" * 32,
         metrics={"mean_reward": 0.75},
         config={},
@@ -134,8 +133,8 @@ def test_with_keys_on_any_valid_key_reads_every_version(tmp_path: Path) -> None:
 
     async def prepare(store: Store) -> tuple[str, str]:
         await register_two(store)
-        _, first = await keys.create_key(store, "first")
-        _, second = await keys.create_key(store, "second")
+        _, first = await api_keys.create_key(store, "first")
+        _, second = await api_keys.create_key(store, "second")
         return first, second
 
     first, second = on_database(settings.database_url, prepare)

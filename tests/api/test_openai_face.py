@@ -19,7 +19,7 @@ import pytest
 
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.model_map import ModelMap
-from graphs.registry import PATTERNS
+from graphs.patterns import PATTERNS
 from services.api.openai_face import CONTEXT_HEADER, PROBLEM_HEADER
 from services.settings import Settings
 from tests.api.conftest import LiveServer, free_port, wait_for_run

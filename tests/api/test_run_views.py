@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.settings import Settings
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from store.db import create_engine, migrate
+from store.runs import Store
 from tests.api.conftest import LiveServer, scripted_settings
 
 

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from graphs.registry import PATTERNS
+from graphs.patterns import PATTERNS
 from tests.api.conftest import LiveServer, wait_for_run
 
 DISCUSSION = {"pattern": "discussion", "problem": "What is 2+3?", "config": {"max_rounds": 2}}

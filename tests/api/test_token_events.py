@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 
 from agents.calls import TurnRecord
+from execution.runner import submit_run
 from services.api.deps import Services
 from services.api.runs import stream_events
-from services.runner import submit_run
 from services.settings import Settings
-from services.store.repository import Store
+from store.runs import Store
 from tests.api.conftest import LiveServer, scripted_settings, wait_for_run
 
 DISCUSSION = {"pattern": "discussion", "problem": "What is 2+3?", "config": {"max_rounds": 2}}

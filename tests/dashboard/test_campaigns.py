@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.store import campaigns as repo
-from services.store.repository import Store
+from store import campaigns as repo
+from store.runs import Store
 from tests.api.conftest import LiveServer
 from tests.api.test_model_versions import register_two
 from tests.dashboard.conftest import dashboard_settings, open_page, screenshot

@@ -18,10 +18,10 @@ from langgraph.runtime import Runtime
 
 from agents.calls import Agent, RunContext, ask
 from graphs.common import PatternConfig
-from graphs.registry import PATTERNS, Pattern
-from services import keys
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from graphs.patterns import PATTERNS, Pattern
+from store import api_keys
+from store.db import create_engine, migrate
+from store.runs import Store
 from tests.api.conftest import LiveServer
 from tests.api.test_model_versions import register_two
 from tests.dashboard.conftest import (
@@ -438,7 +438,7 @@ def test_a_traced_run_links_to_its_trace(tmp_path: Path, page: Any) -> None:
 
 def make_key(database_url: str) -> str:
     async def create(store: Store) -> str:
-        _, key = await keys.create_key(store, "dashboard", rate_limit_per_minute=600)
+        _, key = await api_keys.create_key(store, "dashboard", rate_limit_per_minute=600)
         return key
 
     return in_store(database_url, create)

@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 from agents.backends.scripted import ScriptedBackend, Slow
 from agents.model import ModelRequest
 from agents.model_map import ModelRouter
+from execution.runner import execute_run, submit_run
 from roles.rlad import (
     RladAbstraction,
     RladSolution,
@@ -31,9 +32,8 @@ from roles.rlad import (
     parse_verifier_choice,
     split_budget,
 )
-from services.runner import execute_run, submit_run
-from services.store.models import Base
-from services.store.repository import Store
+from store.runs import Store
+from store.tables.runs import Base
 from tests.conftest import RunHarness, run_cli
 
 PROBLEM = "What is 6 times 7?"

@@ -18,8 +18,8 @@ import pytest
 from agents.backends.scripted import Logprobs, ScriptedBackend, Slow
 from agents.model import ModelBackend, ModelError
 from agents.model_map import ModelRouter
+from execution.runner import execute_run
 from roles import sdv as roles
-from services.runner import execute_run
 from tests.conftest import RunHarness, run_cli
 
 PROBLEM = "What is 6 times 7?"

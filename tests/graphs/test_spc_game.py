@@ -9,10 +9,10 @@ from alembic.migration import MigrationContext
 from agents.backends.scripted import ScriptedBackend, Slow
 from agents.model import ModelRequest
 from agents.model_map import ModelRouter
+from execution.runner import execute_run, submit_run
 from roles.spc import CRITIC_REASK, SpcGame
-from services.runner import execute_run, submit_run
-from services.store.models import Base
-from services.store.repository import Store
+from store.runs import Store
+from store.tables.runs import Base
 from tests.conftest import RunHarness
 
 PROBLEM = "Tom has 3 boxes with 4 apples each. He eats 2 apples. How many apples are left?"

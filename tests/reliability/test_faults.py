@@ -21,11 +21,11 @@ import redis
 
 from agents.backends.scripted import ScriptedBackend, ScriptedModelConfig
 from agents.model_map import ModelMap, ModelRouter
-from services.executor import CeleryExecutor
-from services.runner import execute_run, submit_run
+from execution.executor import CeleryExecutor
+from execution.runner import execute_run, submit_run
 from services.settings import Settings
-from services.store.db import create_engine, migrate
-from services.store.repository import Store
+from store.db import create_engine, migrate
+from store.runs import Store
 from tests.api.conftest import LiveServer, wait_for_run
 from tests.reliability.conftest import (
     TWO_ROUNDS,

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
-from services.store.models import Run
-from services.store.repository import Store
+from store.runs import Store
+from store.tables.runs import Run
 
 
 async def backdate(store: Store, run_id: str, **columns: datetime) -> None:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agents.calls import TurnRecord
-from services import keys
 from services.ratelimit import MemoryRateLimiter, RedisRateLimiter, token_quota_left
-from services.store.repository import Store
+from store import api_keys
+from store.runs import Store
 from tests.conftest import solver_turn
 
 REDIS_URL = os.environ.get("THINKTANK_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -93,8 +93,8 @@ def spent(run_id: str, key: str, prompt: int, completion: int) -> TurnRecord:
 
 async def test_token_quota_counts_the_keys_finished_runs_once(any_store: Store) -> None:
     store = any_store
-    budgeted, _ = await keys.create_key(store, "budgeted", token_quota=100)
-    unlimited, _ = await keys.create_key(store, "unlimited")
+    budgeted, _ = await api_keys.create_key(store, "budgeted", token_quota=100)
+    unlimited, _ = await api_keys.create_key(store, "unlimited")
     assert await token_quota_left(store, budgeted) == 100
     assert await token_quota_left(store, unlimited) is None
 
@@ -113,4 +113,4 @@ async def test_token_quota_counts_the_keys_finished_runs_once(any_store: Store) 
     await store.record_turn(spent(mine.id, "b", 20, 10))
     await store.finish_run(mine.id, status="succeeded")
     assert await token_quota_left(store, budgeted) == 30
-    assert await keys.tokens_spent_by_key(store) == {budgeted.id: 70, unlimited.id: 1000}
+    assert await api_keys.tokens_spent_by_key(store) == {budgeted.id: 70, unlimited.id: 1000}

@@ -43,7 +43,7 @@ async def test_an_adapter_that_was_never_published_is_refused_at_once(tmp_path: 
 def test_adapters_default_to_where_training_publishes_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.registry import adapters_dir
+    from store.model_versions import adapters_dir
 
     monkeypatch.setenv("THINKTANK_HOME", str(tmp_path))
     assert LocalBackend(LocalModelConfig()).adapters.root == adapters_dir()

@@ -20,10 +20,10 @@ from agents.backends.scripted import ScriptedBackend
 from agents.model import ModelRequest
 from agents.model_map import ModelRouter
 from roles.spc import SpcGame
-from services.store import campaigns as repo
-from services.store.repository import Store
+from store import campaigns as repo
+from store import model_versions
+from store.runs import Store
 from tests.graphs.test_spc_game import DETECTS, PROBLEM, RIGHT, SNEAKY, SOLUTION, WRONG
-from training import registry
 from training.campaigns import (
     CampaignConfig,
     CampaignEnv,
@@ -149,10 +149,10 @@ async def test_a_two_round_spc_campaign_trains_serves_and_evaluates(
         assert row.metrics["eval"]["critic_version"] == f"apples-critic-r{number}"
 
     # the second round continues from the first round's versions and plays with them
-    critic_2 = await registry.get_model_version(store, "apples-critic-r2")
+    critic_2 = await model_versions.get_model_version(store, "apples-critic-r2")
     assert critic_2.parent == "apples-critic-r1"
     assert Path(critic_2.adapter_path, "adapter_config.json").is_file()
-    assert (await registry.get_model_version(store, "apples-critic-r1")).parent is None
+    assert (await model_versions.get_model_version(store, "apples-critic-r1")).parent is None
     for run_id in second.run_ids:
         turns = await store.turns(run_id)
         by_role = {t.role: t.adapter for t in turns}

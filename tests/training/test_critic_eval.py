@@ -12,8 +12,8 @@ import pytest
 from agents.backends.scripted import ScriptedBackend
 from agents.model import ModelRequest
 from agents.model_map import ModelRouter
-from services.store import evaluations as repo
-from services.store.repository import Store
+from store import evaluations as repo
+from store.runs import Store
 from tests.conftest import run_cli
 from tests.training.test_generators import first_wrong_step
 from training.critic_eval import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.eval_console import ProgressBar
+from services.cli.eval_progress import ProgressBar
 from tests.conftest import run_cli
 from training.evaluation import Progress
 

@@ -6,7 +6,7 @@ import pytest
 
 from agents.model import ModelBackend
 from agents.model_map import ModelRouter
-from services.store.repository import Store
+from store.runs import Store
 from training.evaluation import EvalConfig, evaluate_patterns, render_table
 
 pytestmark = pytest.mark.local_model

@@ -11,10 +11,10 @@ from sqlalchemy import Connection
 
 from agents.backends.scripted import ScriptedBackend
 from agents.model_map import ModelRouter
-from services.store import evaluations as repo
-from services.store.eval_models import EvaluationItem
-from services.store.models import Base
-from services.store.repository import Store
+from store import evaluations as repo
+from store.runs import Store
+from store.tables.evaluations import EvaluationItem
+from store.tables.runs import Base
 from training.evaluation import EvalConfig, evaluate_patterns
 
 

@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 from agents.model_map import ModelRouter
-from services.store import campaigns as repo
-from services.store.repository import Store
+from store import campaigns as repo
+from store import model_versions
+from store.runs import Store
 from tests.conftest import run_cli
 from tests.training.test_campaigns import spc_config, spc_world
-from training import jobs, registry
+from training import jobs
 from training.campaigns import CampaignEnv, create_campaign, drive
 from training.config import SFTConfig
 
@@ -69,19 +70,19 @@ async def test_a_ray_job_trains_once_and_registers_the_version(
     first = await jobs.launch_ray(store, run, database_url=sqlite_url, options=options)
     again = await jobs.launch_ray(store, run, database_url=sqlite_url, options=options)
     assert first == again == f"thinktank-train-{run.id}-1"  # a retried launch submits nothing
-    assert (await registry.get_training_run(store, run.id)).launcher == "ray"
+    assert (await model_versions.get_training_run(store, run.id)).launcher == "ray"
 
     log = io.StringIO()
     assert jobs.wait_ray(options, first, out=log) == 0, log.getvalue()
     assert "registered model version policy-sft-v1" in log.getvalue()
-    finished = await registry.get_training_run(store, run.id)
+    finished = await model_versions.get_training_run(store, run.id)
     assert finished.status == "succeeded"
-    version = await registry.get_model_version(store, "policy-sft-v1")
+    version = await model_versions.get_model_version(store, "policy-sft-v1")
     assert version.training_run_id == run.id
     assert (Path(version.adapter_path) / "adapter_config.json").is_file()
 
 
-async def submit(store: Store, tmp_path: Path) -> registry.TrainingRun:
+async def submit(store: Store, tmp_path: Path) -> model_versions.TrainingRun:
     chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
     data = tmp_path / "sft.jsonl"
     data.write_text(json.dumps({"messages": chat}) + "\n")
@@ -119,7 +120,7 @@ async def test_a_ray_job_that_dies_at_start_shows_its_run_failed_with_the_job_na
     options = jobs.LaunchOptions(launcher="ray", ray_address=ray_address, ray_python=dies)
     submission = await jobs.launch_ray(store, run, database_url=sqlite_url, options=options)
     assert wait_until(ray_address, submission, ended) == "FAILED"
-    assert (await registry.get_training_run(store, run.id)).status == "queued"  # as it died
+    assert (await model_versions.get_training_run(store, run.id)).status == "queued"  # as it died
 
     env = {**os.environ, "THINKTANK_HOME": str(home), "THINKTANK_DATABASE_URL": sqlite_url}
     shown = run_cli(env, "train", "show", run.id, "--json", "--ray-address", ray_address)
@@ -130,7 +131,7 @@ async def test_a_ray_job_that_dies_at_start_shows_its_run_failed_with_the_job_na
         f"the Ray job thinktank-train-{run.id}-1 ended FAILED (exit code 1) before the "
         "training recorded its end"
     )
-    assert (await registry.get_training_run(store, run.id)).status == "failed"
+    assert (await model_versions.get_training_run(store, run.id)).status == "failed"
 
 
 async def test_a_running_ray_job_is_left_alone_and_a_stopped_one_interrupts_its_run(
@@ -147,7 +148,7 @@ async def test_a_running_ray_job_is_left_alone_and_a_stopped_one_interrupts_its_
     submission = await jobs.launch_ray(store, run, database_url=sqlite_url, options=options)
     assert wait_until(ray_address, submission, lambda status: status != "PENDING") == "RUNNING"
 
-    launched = await registry.get_training_run(store, run.id)
+    launched = await model_versions.get_training_run(store, run.id)
     assert (launched.launcher, launched.host) == ("ray", f"ray:{submission}")
     still = await jobs.refresh_status(store, launched, options)
     assert (still.status, still.error) == ("queued", None)
@@ -171,10 +172,10 @@ async def test_an_unreachable_job_server_leaves_a_ray_run_and_a_forgetful_one_fa
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # it would override the address given
     run = await submit(store, tmp_path)
     # launched on a cluster that has since been restarted, which forgot its jobs
-    await registry.record_launch(
+    await model_versions.record_launch(
         store, run.id, pid=None, host=f"ray:thinktank-train-{run.id}-1", launcher="ray"
     )
-    run = await registry.get_training_run(store, run.id)
+    run = await model_versions.get_training_run(store, run.id)
 
     away = jobs.LaunchOptions(launcher="ray", ray_address=f"http://127.0.0.1:{free_port()}")
     with caplog.at_level(logging.WARNING, logger="training.jobs"):
