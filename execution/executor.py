@@ -8,12 +8,11 @@ from typing import Protocol
 
 from agents.model_map import ModelRouter
 from execution.cancelling import cancel_and_wait
+from execution.celery_app import EXECUTE_RUN_TASK, RUNS_QUEUE, make_celery
 from execution.runner import RunInterrupted, execute_run
 from store.runs import Store
 
 log = logging.getLogger(__name__)
-
-EXECUTE_RUN_TASK = "thinktank.execute_run"
 
 
 class Executor(Protocol):
@@ -96,15 +95,15 @@ class InProcessExecutor:
 
 
 class CeleryExecutor:
-    """Sends each run to the ``runs`` queue; a ``thinktank worker`` executes it."""
+    """Sends each run to the ``runs`` queue by task name; a ``thinktank worker`` executes it."""
 
     def __init__(self, broker_url: str) -> None:
-        from services.worker import make_celery
-
         self.app = make_celery(broker_url)
 
     async def enqueue(self, run_id: str) -> None:
-        await asyncio.to_thread(self.app.send_task, EXECUTE_RUN_TASK, args=[run_id], queue="runs")
+        await asyncio.to_thread(
+            self.app.send_task, EXECUTE_RUN_TASK, args=[run_id], queue=RUNS_QUEUE
+        )
 
     async def close(self) -> None:
         self.app.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from execution.executor import Executor
 from store.runs import Store
@@ -27,13 +28,25 @@ async def requeue_stale_runs(store: Store, executor: Executor, *, requeue_after_
     return len(run_ids)
 
 
+async def repeat_forever(
+    one_pass: Callable[[], Awaitable[object]], *, interval_s: float, what: str
+) -> None:
+    """``one_pass()`` every ``interval_s`` until cancelled. A pass that fails (the database
+    or the broker is away) is logged and tried again next time."""
+    while True:
+        try:
+            await one_pass()
+        except Exception as exc:
+            log.warning("could not look for %s: %s", what, exc)
+        await asyncio.sleep(interval_s)
+
+
 async def requeue_forever(
     store: Store, executor: Executor, *, interval_s: float, requeue_after_s: float
 ) -> None:
-    """Passes of :func:`requeue_stale_runs` until cancelled; a failed pass is retried."""
-    while True:
-        try:
-            await requeue_stale_runs(store, executor, requeue_after_s=requeue_after_s)
-        except Exception as exc:  # the database or broker is away; try again next time
-            log.warning("could not look for unfinished runs: %s", exc)
-        await asyncio.sleep(interval_s)
+    """Passes of :func:`requeue_stale_runs` until cancelled."""
+    await repeat_forever(
+        lambda: requeue_stale_runs(store, executor, requeue_after_s=requeue_after_s),
+        interval_s=interval_s,
+        what="unfinished runs",
+    )

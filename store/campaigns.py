@@ -7,6 +7,7 @@ driver that was replaced (the campaign was resumed elsewhere) cannot move it any
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -195,3 +196,23 @@ async def stalled_campaigns(store: Store, *, stale_after_s: float, driver: str) 
     )
     async with store.session() as session:
         return list((await session.scalars(query)).all())
+
+
+async def take_over_stalled(
+    store: Store, *, stale_after_s: float, driver: str, skip: Collection[str] = ()
+) -> list[tuple[Campaign, str]]:
+    """Take over every stalled campaign of ``driver`` (but those in ``skip``) with a new
+    token; returns each campaign taken with its token. A campaign another reaper took first
+    is left to it."""
+    taken = []
+    for campaign in await stalled_campaigns(store, stale_after_s=stale_after_s, driver=driver):
+        if campaign.id in skip:
+            continue
+        try:
+            token = await take_over(
+                store, campaign.id, driver=driver, expected=campaign.driver_token
+            )
+        except DriverReplaced:
+            continue
+        taken.append((campaign, token))
+    return taken

@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
                 lease_s=settings.run_lease_s,
             )
             await executor.recover()
-            # Celery workers look for abandoned runs themselves (services.worker); in
+            # Celery workers look for abandoned runs themselves (services/worker); in
             # embedded mode this process is the worker.
             reaper = asyncio.create_task(
                 requeue_forever(

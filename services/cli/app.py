@@ -297,11 +297,11 @@ def worker(
     if not settings.broker_url:
         console.print("[red]error:[/red] set THINKTANK_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
         raise typer.Exit(2)
-    from services.worker import make_celery
+    from services.worker.app import make_worker_app
 
-    celery = make_celery(settings.broker_url)
+    celery = make_worker_app(settings.broker_url)
     # Threads, not processes: every run of this worker shares one event loop, one connection
-    # pool and the local model's batching (see services/worker.py).
+    # pool and the local model's batching (see services/worker/loop.py).
     celery.worker_main(
         [
             "worker",

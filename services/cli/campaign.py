@@ -1,7 +1,7 @@
 """``thinktank campaign``: start, follow, resume and cancel self-play campaigns.
 
 With ``THINKTANK_BROKER_URL`` set, a campaign is driven by the Celery workers (a chain of step
-tasks per round, ``services.campaign_tasks``) and the command returns once it is sent, or
+tasks per round, ``services.campaign_chains``) and the command returns once it is sent, or
 follows it with ``--watch``. Without a broker (the embedded defaults) the command drives it
 itself, in the foreground; Ctrl-C leaves it where it is and ``campaign resume`` continues it.
 """
@@ -161,8 +161,8 @@ async def _drive_here(settings: Settings, store: Store, campaign_id: str, token:
 async def _follow(settings: Settings, store: Store, campaign: Campaign, token: str, *, watch: bool):
     """Drive the campaign here (embedded) or hand it to the workers (Celery)."""
     if settings.broker_url:
-        from services.campaign_tasks import start_on_celery
-        from services.worker import make_celery
+        from execution.celery_app import make_celery
+        from services.campaign_chains import start_on_celery
 
         await start_on_celery(make_celery(settings.broker_url), store, campaign.id, token)
         console.print(
