@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.backends.scripted import ScriptedBackend, ScriptedModelConfig
 from agents.backends.serving_config import RayModelConfig, VLLMModelConfig
@@ -53,10 +53,21 @@ def build_backend(
         from agents.backends.vllm import VLLMBackend
 
         return VLLMBackend(spec)
-    # torch and transformers load only when a local model is actually used.
-    from agents.backends.local import LocalBackend
+    return build_local_backend(spec, on_progress=on_progress)
 
-    return LocalBackend(spec, on_progress=on_progress)
+
+def build_local_backend(
+    spec: LocalModelConfig, *, name: str = "local", on_progress: Callable[[str], None] | None = None
+) -> ModelBackend:
+    """The local backend on the engine ``spec`` names. llama.cpp, torch and transformers load
+    only when a local model is actually used."""
+    if spec.engine == "transformers":
+        from agents.backends.local.hf_backend import TransformersBackend
+
+        return TransformersBackend(spec, on_progress=on_progress, name=name)
+    from agents.backends.local.llama_backend import LlamaCppBackend
+
+    return LlamaCppBackend(spec, on_progress=on_progress, name=name)
 
 
 class ModelRouter:

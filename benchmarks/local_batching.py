@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.backends.local import LocalBackend, default_threads
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.model import ChatMessage, ModelRequest, ModelResponse, SamplingParams
 
 TOPICS = [

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.scripted import ScriptedModelConfig
 from agents.backends.serving_config import DeploymentSpec, RayModelConfig, VLLMModelConfig
 from agents.model import ChatMessage, ModelBackend, ModelRequest, SamplingParams

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from platformdirs import user_data_dir
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -21,15 +20,7 @@ from pydantic_settings import (
 
 from agents.model_map import ModelMap
 from services.serving.config import ServingSettings
-
-
-def data_dir() -> Path:
-    """Where embedded state lives: ``$THINKTANK_HOME`` or the user's data directory."""
-    return Path(os.environ.get("THINKTANK_HOME") or user_data_dir("thinktank"))
-
-
-def default_database_url() -> str:
-    return f"sqlite+aiosqlite:///{data_dir() / 'thinktank.db'}"
+from store.db import default_database_url
 
 
 class ModelPrice(BaseModel):

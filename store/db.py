@@ -14,11 +14,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from agents.paths import data_dir
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class DatabaseURLError(ValueError):
     pass
+
+
+def default_database_url() -> str:
+    """The embedded store: a SQLite file in the data directory."""
+    return f"sqlite+aiosqlite:///{data_dir() / 'thinktank.db'}"
 
 
 def check_database_url(url: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from services.settings import data_dir
+from agents.paths import data_dir
 from store.runs import Store
 from store.tables.training import ModelVersion, TrainingRun
 

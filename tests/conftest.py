@@ -21,9 +21,26 @@ from execution.runner import RunOutcome, execute_run, submit_run
 from store.db import create_engine, migrate
 from store.runs import Store
 
+SMOLLM2 = {"model": "smollm2-135m", "engine": "transformers"}
+"""A local model spec for tests of the transformers engine (the one training loads)."""
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "THINKTANK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Base models assembled from their packages once per session, not once per test's data
+    directory (CLI and server processes inherit it through the environment)."""
+    folder = tmp_path_factory.mktemp("gguf")
+    previous = os.environ.get("THINKTANK_MODELS_DIR")
+    os.environ["THINKTANK_MODELS_DIR"] = str(folder)
+    yield
+    if previous is None:
+        os.environ.pop("THINKTANK_MODELS_DIR", None)
+    else:
+        os.environ["THINKTANK_MODELS_DIR"] = previous
 
 
 def solver_turn(run_id: str, key: str, content: str = "2+2?", **fields: Any) -> TurnRecord:
@@ -149,14 +166,18 @@ def harness(store: Store, sqlite_url: str) -> RunHarness:
 
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelBackend]:
-    """The real local backend (SmolLM2-135M on the CPU), shared by the tests of a session that
-    need a real model; its dequantized cache lives under pytest's temporary directory."""
+    """The real local backend on transformers (SmolLM2-135M on the CPU), shared by the tests of
+    a session that need a real model and the engine training uses; its dequantized cache lives
+    under pytest's temporary directory."""
     import asyncio
 
-    from agents.backends.local import LocalBackend  # torch loads only for tests that use it
-    from agents.backends.local_config import LocalModelConfig
+    # torch loads only for tests that use it
+    from agents.backends.local.config import LocalModelConfig
+    from agents.backends.local.hf_backend import TransformersBackend
 
     cache = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
-    backend = LocalBackend(LocalModelConfig(cache_dir=cache, max_batch_size=8, batch_wait_ms=20))
+    backend = TransformersBackend(
+        LocalModelConfig(**SMOLLM2, cache_dir=cache, max_batch_size=8, batch_wait_ms=20)
+    )
     yield backend
     asyncio.run(backend.close())

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.local_model
 
 def test_a_discussion_on_smollm2_stores_every_turn(tmp_path: Path) -> None:
     env = {**os.environ, "THINKTANK_HOME": str(tmp_path), "COLUMNS": "120"}
-    env.pop("THINKTANK_MODELS__DEFAULT", None)
+    env["THINKTANK_MODELS__DEFAULT"] = '{"backend": "local", "model": "smollm2-135m"}'
     solved = run_cli(
         env,
         "solve",
@@ -39,7 +39,7 @@ def test_a_discussion_on_smollm2_stores_every_turn(tmp_path: Path) -> None:
     assert run["status"] == "succeeded"
     assert [t["node"] for t in run["turns"]] == ["ceo", "recruit", "solve", "critique", "evaluate"]
     for turn in run["turns"]:
-        assert turn["model"].startswith("SmolLM2-135M-Instruct")
+        assert turn["model"] == "smollm2-135m"
         assert turn["completion"].strip(), f"{turn['agent']} said nothing"
         assert 0 < turn["completion_tokens"] <= turn["params"]["max_tokens"]
         assert turn["prompt_tokens"] > 20

@@ -43,13 +43,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agents.model import ModelError, ModelRequest, SamplingParams
 from agents.model_map import ModelRouter
+from agents.paths import data_dir
 from execution.cancelling import cancel_and_wait
 from execution.runner import create_run, execute_run
 from graphs.patterns import get_pattern
 from roles import rlad as rlad_roles
 from roles import spc as spc_roles
 from roles.messages import ChatMessage
-from services.settings import data_dir
 from store import campaigns as repo
 from store import model_versions
 from store.db import is_transient

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from roles.answers import last_boxed
-from training.problems import Problem, ProblemSourceError
+from training.problem import Problem, ProblemSourceError
 
 _PROBLEM_KEYS = ("problem", "Problem", "question", "Question")
 _ANSWER_KEYS = ("answer", "Answer", "final_answer", "expected_answer")

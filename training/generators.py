@@ -35,7 +35,7 @@ from math import comb, factorial, perm
 from typing import Any
 from urllib.parse import parse_qsl
 
-from training.problems import Problem, ProblemSourceError
+from training.problem import Problem, ProblemSourceError
 
 DEFAULT_COUNT = 100
 DEFAULT_DIFFICULTY = 2

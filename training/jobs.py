@@ -50,7 +50,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from agents.backends.local.catalog import CATALOG
 from store import model_versions
+from store.db import create_engine, default_database_url
+from store.runs import Store
 from store.tables.training import ModelVersion, TrainingRun
 from training.config import DEFAULT_BASE, RLConfig, SFTConfig, TrainConfig, TrainingError
 from training.datasets import DatasetError, RLExample, SFTExample, dataset_hash, read_jsonl
@@ -128,7 +131,7 @@ def idempotency_key(kind: str, config: TrainConfig) -> str:
 async def resolve_base(store: Any, config: TrainConfig) -> TrainConfig:
     """A ``--base`` that names a registered model version becomes its base and its adapter."""
     base = config.base
-    if base == DEFAULT_BASE:
+    if base == DEFAULT_BASE or base in CATALOG:
         return config
     if (Path(base) / "config.json").is_file():
         # stored absolute: a version must still say where its base is when read elsewhere
@@ -137,8 +140,9 @@ async def resolve_base(store: Any, config: TrainConfig) -> TrainConfig:
         version = await model_versions.get_model_version(store, base)
     except model_versions.ModelVersionNotFound:
         raise JobConflict(
-            f"--base {base!r} is not {DEFAULT_BASE!r}, a transformers model directory (with "
-            "config.json) or a registered model version (`thinktank models list`)"
+            f"--base {base!r} is not {DEFAULT_BASE!r}, a base model ({', '.join(CATALOG)}), a "
+            "transformers model directory (with config.json) or a registered model version "
+            "(`thinktank models list`)"
         ) from None
     return config.model_copy(
         update={
@@ -499,9 +503,6 @@ class _StoreThread:
         self.store: Any = self.call(self._open(database_url))
 
     async def _open(self, database_url: str) -> Any:
-        from store.db import create_engine
-        from store.runs import Store
-
         self.engine = create_engine(database_url)
         return Store(self.engine)
 
@@ -585,9 +586,10 @@ def _register(
 
 
 def run_job(run_id: str) -> int:
-    """The job process: train the stored run, publish and register its model version."""
-    from services.settings import Settings
+    """The job process: train the stored run, publish and register its model version.
 
+    Its launcher names the database in ``THINKTANK_DATABASE_URL``; run by hand without it,
+    the job reads the embedded store."""
     rank = int(os.environ.get("RANK", "0"))
     stop = threading.Event()
 
@@ -604,7 +606,7 @@ def run_job(run_id: str) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stores = _StoreThread(Settings().database_url)
+    stores = _StoreThread(os.environ.get("THINKTANK_DATABASE_URL") or default_database_url())
     try:
         run = stores.call(model_versions.get_training_run(stores.store, run_id))
         if run.status == "succeeded":

@@ -38,6 +38,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from agents.backends.local.catalog import CATALOG
+from agents.backends.local.config import LocalModelConfig
+from agents.backends.local.hf_weights import load_transformers
 from roles.messages import ChatMessage
 from training.config import DEFAULT_BASE, TrainConfig, TrainingError
 
@@ -89,24 +92,24 @@ def load_base(config: TrainConfig, device: torch.device) -> tuple[nn.Module, Any
     """The base model and tokenizer, through the local backend's own loader (its GGUF
     dequantization cache included), so training and serving read the same weights."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be fetched from a hub
-    from agents.backends.local import LocalBackend
-    from agents.backends.local_config import LocalModelConfig
-
     options: dict[str, Any] = {"device": str(device), "dtype": config.dtype}
     if config.threads is not None:
         options["threads"] = config.threads
-    if config.base != DEFAULT_BASE:
+    if config.base in CATALOG:
+        options["model"] = config.base
+    elif config.base == DEFAULT_BASE:
+        options["model"] = "smollm2-135m"
+    else:
         directory = Path(config.base)
         if not (directory / "config.json").is_file():
             raise TrainingError(
-                f"base {config.base!r} is not {DEFAULT_BASE!r}, a transformers model directory "
-                "(with config.json), or a registered model version"
+                f"base {config.base!r} is not {DEFAULT_BASE!r}, a base model "
+                f"({', '.join(CATALOG)}), a transformers model directory (with config.json), "
+                "or a registered model version"
             )
         options["model_dir"] = directory
-    backend = LocalBackend(LocalModelConfig(**options))
     try:
-        # The loader is the backend's; a training process needs the model, not its batcher.
-        loaded = backend._load_sync()
+        loaded = load_transformers(LocalModelConfig(engine="transformers", **options))
     except Exception as exc:
         raise TrainingError(f"could not load the base model {config.base!r}: {exc}") from exc
     tokenizer = loaded.tokenizer

@@ -20,33 +20,12 @@ lets an evaluation resume.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, Field
+from training.formats import read_problem_files
+from training.generators import generate_from_spec
+from training.problem import GENERATOR_PREFIX, Problem, ProblemSourceError
 
-GENERATOR_PREFIX = "gen:"
-
-
-class Problem(BaseModel):
-    id: str = Field(description="stable within its source; evaluations resume by it")
-    problem: str
-    answer: str | None = Field(
-        default=None, description="the reference final answer; None when the source has none"
-    )
-    source: str = Field(description="the format or generator it came from, e.g. gsm8k, gen:linear")
-    solution_steps: list[str] = Field(
-        default_factory=list, description="a worked solution split into steps, when known"
-    )
-    first_error_step: int | None = Field(
-        default=None,
-        description="ProcessBench label: 0-based index of the earliest wrong step, -1 if all "
-        "steps are right; None when the steps are not labelled",
-    )
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-
-class ProblemSourceError(ValueError):
-    """A source that cannot be read: unknown generator, missing file, unrecognised format."""
+__all__ = ["GENERATOR_PREFIX", "Problem", "ProblemSourceError", "load_problems"]
 
 
 def load_problems(source: str, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
@@ -61,8 +40,6 @@ def load_problems(source: str, *, limit: int | None = None, seed: int = 0) -> li
     if not source:
         raise ProblemSourceError("empty problem source")
     if source.startswith(GENERATOR_PREFIX):
-        from training.generators import generate_from_spec
-
         return generate_from_spec(source[len(GENERATOR_PREFIX) :], limit=limit, seed=seed)
     path = Path(source).expanduser()
     if not path.exists():
@@ -70,6 +47,4 @@ def load_problems(source: str, *, limit: int | None = None, seed: int = 0) -> li
             f"no such file or folder: {source!r} (a generated source starts with "
             f"{GENERATOR_PREFIX!r}, e.g. gen:arithmetic?difficulty=2)"
         )
-    from training.formats import read_problem_files
-
     return read_problem_files(path, limit=limit)

@@ -18,16 +18,14 @@ Everything here runs on the local backend's worker thread.
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from agents.backends.serving_config import check_adapter_name
 from agents.model import ModelError
+from agents.paths import data_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +35,7 @@ BASE = "__base__"
 
 def default_adapters_dir() -> Path:
     """``models/adapters`` in the data directory (``$THINKTANK_HOME`` or the user's)."""
-    home = os.environ.get("THINKTANK_HOME") or platformdirs.user_data_dir("thinktank")
-    return Path(home) / "models" / "adapters"
+    return data_dir() / "models" / "adapters"
 
 
 class AdapterSet:
@@ -107,6 +104,14 @@ class AdapterSet:
             del self._loaded[victim]
             model.delete_adapter(victim)
             log.info("unloaded LoRA adapter %s (least recently used)", victim)
+
+    def remember(self, name: str, path: Path) -> None:
+        """Note an adapter another engine loaded itself (llama.cpp keeps its own handles, LRU
+        by the same bound), so ``loaded`` tells the same for every engine."""
+        self._loaded[name] = path
+        self._loaded.move_to_end(name)
+        while len(self._loaded) > self.max_loaded:
+            self._loaded.popitem(last=False)
 
     @property
     def loaded(self) -> list[str]:

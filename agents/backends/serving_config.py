@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.scripted import ScriptedModelConfig
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import ValidationError
 
+from agents.paths import data_dir
 from services.api.deps import get_services
 from services.api.runs import caller_key_id
 from services.api.schemas.campaigns import (
@@ -20,7 +21,6 @@ from services.api.schemas.campaigns import (
     CampaignRoundView,
     CampaignView,
 )
-from services.settings import data_dir
 from store import campaigns as repo
 from store.tables.campaigns import Campaign
 from training.campaigns import CampaignConfig, CampaignError, cancel_campaign, create_campaign

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.model_map import ModelMap, ModelSpec
 from services.api.deps import get_services

@@ -872,7 +872,7 @@ async def _run_evaluation(
 
 
 def _evaluation_out(name: str, out: Path | None) -> Path:
-    from services.settings import data_dir
+    from agents.paths import data_dir
 
     return out if out is not None else data_dir() / "evaluations" / name
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.scripted import ScriptedModelConfig
 from agents.backends.serving_config import RayModelConfig, VLLMModelConfig
 from agents.model_map import ModelMap

@@ -29,6 +29,7 @@ from ray import serve
 from agents.backends.scripted import ScriptedBackend, ScriptedModelConfig
 from agents.backends.serving_config import RayModelConfig
 from agents.model import ModelBackend, ModelError, ModelRequest, ModelResponse
+from agents.model_map import build_local_backend
 from services.serving.openai_routes import (
     ChatRequest,
     error_body,
@@ -43,9 +44,7 @@ def build_engine(spec: RayModelConfig) -> ModelBackend:
     """The engine one replica runs."""
     if isinstance(spec.engine, ScriptedModelConfig):
         return ScriptedBackend.from_config(spec.engine, name=spec.served_name)
-    from agents.backends.local import LocalBackend  # torch loads only in replicas that use it
-
-    return LocalBackend(spec.engine, name=spec.served_name)
+    return build_local_backend(spec.engine, name=spec.served_name)
 
 
 def _replica_id() -> str:

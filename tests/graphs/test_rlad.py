@@ -20,9 +20,10 @@ from alembic.migration import MigrationContext
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.scripted import ScriptedBackend, Slow
 from agents.model import ModelRequest
-from agents.model_map import ModelRouter
+from agents.model_map import ModelRouter, build_local_backend
 from execution.runner import execute_run, submit_run
 from roles.rlad import (
     RladAbstraction,
@@ -531,12 +532,9 @@ def test_the_verifier_choice_is_a_candidate_number_or_a_parse_failure() -> None:
 
 @pytest.mark.local_model
 async def test_rlad_on_smollm2_stores_abstractions_solutions_and_rewards(
-    harness: RunHarness, tmp_path: Path
+    harness: RunHarness,
 ) -> None:
-    from agents.backends.local import LocalBackend
-    from agents.backends.local_config import LocalModelConfig
-
-    local = LocalBackend(LocalModelConfig(cache_dir=tmp_path / "model", threads=1))
+    local = build_local_backend(LocalModelConfig(model="smollm2-135m"))
     try:
         run_id, outcome = await harness.run(
             local,
@@ -554,7 +552,7 @@ async def test_rlad_on_smollm2_stores_abstractions_solutions_and_rewards(
     assert outcome["status"] == "succeeded", outcome["error"]
     turns = await harness.store.turns(run_id)
     assert turns[0].key == "abstractions" and turns[0].completion.strip()
-    assert all(t.model.startswith("SmolLM2-135M-Instruct") for t in turns)
+    assert all(t.model == "smollm2-135m" for t in turns)
     records = {r.key: r for r in await harness.store.outcomes(run_id, RladAbstraction)}
     assert "baseline" in records and len(records["baseline"].solutions) == 1
     solved = [r for r in records.values() if r.abstraction_index is not None and not r.leaked]

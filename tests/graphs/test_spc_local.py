@@ -46,7 +46,7 @@ def test_a_game_on_smollm2_stores_its_record_and_every_turn(tmp_path: Path) -> N
         "THINKTANK_MODELS__MODELS": json.dumps({"sneaky": sneaky}),
         "COLUMNS": "120",
     }
-    env.pop("THINKTANK_MODELS__DEFAULT", None)
+    env["THINKTANK_MODELS__DEFAULT"] = '{"backend": "local", "model": "smollm2-135m"}'
     result = run_cli(
         env, "game", "spc", "--problems", str(problems), "--games", "1",
         "--step-index", "0", "--rollouts", "2", "--rollout-max-tokens", "24",
@@ -68,7 +68,7 @@ def test_a_game_on_smollm2_stores_its_record_and_every_turn(tmp_path: Path) -> N
 
     assert game["valid"] and game["sneaky_step"] == "3 * 4 = 14 apples."
     assert game["sneaky_model"] == "scripted"
-    assert game["critic_model"].startswith("SmolLM2-135M-Instruct")
+    assert game["critic_model"] == "smollm2-135m"
     assert len(json.loads(game["original_answers"])) == 2
     assert len(json.loads(game["sneaky_answers"])) == 2
     assert (game["critic_reward"], game["sneaky_reward"]) == REWARDS[game["result"]]
@@ -84,6 +84,6 @@ def test_a_game_on_smollm2_stores_its_record_and_every_turn(tmp_path: Path) -> N
     for turn in turns:
         if turn["role"] == "sneaky_generator":
             continue
-        assert turn["model"].startswith("SmolLM2-135M-Instruct")
+        assert turn["model"] == "smollm2-135m"
         assert turn["completion"].strip(), f"{turn['key']} said nothing"
         assert 0 < turn["completion_tokens"] <= json.loads(turn["params"])["max_tokens"]

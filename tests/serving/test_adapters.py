@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.backends.local import LocalBackend
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
+from agents.backends.local.hf_backend import TransformersBackend as LocalBackend
 from agents.backends.serving_config import RayModelConfig
 from agents.model import ChatMessage, ModelError, ModelRequest
 

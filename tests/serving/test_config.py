@@ -17,7 +17,7 @@ from pydantic import ValidationError
 # pyarrow (in the test extra), not vLLM.
 from ray.llm._internal.serve.core.configs.llm_config import LLMConfig, LoraConfig
 
-from agents.backends.local_config import LocalModelConfig
+from agents.backends.local.config import LocalModelConfig
 from agents.backends.scripted import ScriptedModelConfig
 from agents.backends.serving_config import (
     AutoscalingSpec,
