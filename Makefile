@@ -10,17 +10,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# llama.cpp (the OpenAI-compatible server the openai backend is tested on) is built from
-# source. A -march=native build uses AMX tiles where the CPU has them, and on virtual machines
-# that do not enable AMX every multi-token batch crashes; a portable AVX2 build does not, and
-# pip's cache must not hand back a native wheel built earlier.
-LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# llama.cpp runs the embedded model in-process and is built from source for this CPU. Never
+# with -march=native: on virtual machines that list AMX without enabling it, AMX tiles crash
+# every multi-token batch. Instead the ISA levels are named: AVX2 everywhere, and AVX512 with
+# VNNI and BF16 where /proc/cpuinfo lists them (BF16 kernels make batched steps and prompts
+# several times faster; see README, "The embedded model"). pip's cache must not hand back a
+# wheel built for another CPU; the multimodal library is not built (nothing here uses it).
+LLAMA_AVX512 := $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && grep -qw avx512_vnni /proc/cpuinfo && grep -qw avx512vbmi /proc/cpuinfo && echo -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX512_VBMI=ON)
+LLAMA_AVX_VNNI := $(shell grep -qw avx_vnni /proc/cpuinfo 2>/dev/null && echo -DGGML_AVX_VNNI=ON)
+LLAMA_CMAKE_ARGS = -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+	-DGGML_F16C=ON $(LLAMA_AVX512) $(LLAMA_AVX_VNNI)
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 # torch first, pinned to the CPU build on this machine's disk: any unpinned torch pulls
 # gigabytes of CUDA packages. The extras' torch range admits it, so nothing replaces it.
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir 'llama-cpp-python[server]==0.3.36'
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+		$(BIN)/pip install --no-cache-dir 'llama-cpp-python[server]==0.3.36'
 	$(BIN)/pip install -e '.[local,postgres]'
 	touch $@
 

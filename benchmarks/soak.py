@@ -160,7 +160,7 @@ class Services:
     def spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.home / f"{name}.log").open("wb") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "services.cli.app", *command],
+                [sys.executable, "-m", "services.cli.main", *command],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -22,11 +22,13 @@ from agents.model import SamplingParams
 from graphs.common import PatternConfig, extend_or_clear, first_reason
 from roles import discussion as roles
 from roles.answers import extract_answer, shared_text
+from roles.checking import answers_match
 
 
 class DiscussionConfig(PatternConfig):
-    """A CEO-managed discussion. Defaults are sized for a small local model; the paper's
-    settings are ``max_inner_turns=3`` and a token menu of ``[2048, 4096, 8192, 16384, 32000]``."""
+    """A CEO-managed discussion. Defaults are sized for the embedded 0.5B model on two cores;
+    the paper's settings are ``max_inner_turns=3`` and a token menu of
+    ``[2048, 4096, 8192, 16384, 32000]``."""
 
     agents: int = Field(
         3, ge=2, le=16, description="most experts the CEO may recruit (solver + critics)"
@@ -40,19 +42,25 @@ class DiscussionConfig(PatternConfig):
         description="who may end the run early: the CEO's Stop, the evaluator's 'correct', either",
     )
     token_budget: int | None = Field(
-        3000,
+        6000,
         ge=16,
         le=10_000_000,
         description="generated tokens the whole run may spend, all agents together (null: no cap)",
     )
     token_menu: list[int] = Field(
-        default_factory=lambda: [64, 128, 256],
+        default_factory=lambda: [384, 768],
         min_length=1,
         description="budgets the CEO may give the solver and critics per call",
     )
     ceo_max_tokens: int = Field(96, ge=8, description="budget of each CEO call")
-    recruiter_max_tokens: int = Field(64, ge=8, description="budget of each recruiter call")
-    evaluator_max_tokens: int = Field(96, ge=8, description="budget of each evaluator call")
+    recruiter_max_tokens: int = Field(96, ge=8, description="budget of each recruiter call")
+    evaluator_max_tokens: int = Field(128, ge=8, description="budget of each evaluator call")
+    conclude_max_tokens: int = Field(
+        48,
+        ge=0,
+        description="a solver cut off at its token limit is asked for its final answer in this "
+        "many tokens (M1's budget forcing; 0: never)",
+    )
     solver_history: int = Field(5, ge=0, description="history entries the solver sees")
     critic_history: int = Field(3, ge=0, description="history entries a critic sees")
     reference_answer: str | None = Field(
@@ -76,6 +84,7 @@ class DiscussionState(TypedDict, total=False):
     roles: list[str]
     history: list[str]
     solution: str
+    complete: bool
     critiques: Annotated[list[dict[str, Any]], extend_or_clear]
     revise: bool
     evaluation: dict[str, Any]
@@ -95,6 +104,7 @@ class CritiquePacket(TypedDict):
     role: str
     history: list[str]
     max_tokens: int
+    answer: str | None
 
 
 CEO = Agent("CEO", "ceo", "ceo")
@@ -189,26 +199,44 @@ async def solve(state: DiscussionState, runtime: Runtime[RunContext]) -> dict[st
     ctx, cfg = runtime.context, runtime.context.config
     rnd, inner = state["round"], state["inner_turn"]
     description = state["roles"][0]
+    agent = solver_agent(description)
+    messages = roles.solver_messages(
+        state["problem"],
+        description,
+        state["ceo"]["direction"],
+        state.get("history", []),
+        last=cfg.solver_history,
+    )
+    key = f"solve/r{rnd}/i{inner}"
     try:
         turn = await ask(
             ctx,
-            solver_agent(description),
-            roles.solver_messages(
-                state["problem"],
-                description,
-                state["ceo"]["direction"],
-                state.get("history", []),
-                last=cfg.solver_history,
-            ),
-            key=f"solve/r{rnd}/i{inner}",
+            agent,
+            messages,
+            key=key,
             node="solve",
             round=rnd,
             params=_params(cfg, state["ceo"]["max_tokens"]),
         )
+        solution = turn.text
+        if turn.record.finish_reason == "length" and cfg.conclude_max_tokens:
+            concluded = await ask(
+                ctx,
+                agent,
+                roles.conclude_messages(messages, turn.text),
+                key=f"{key}/conclude",
+                node="conclude",
+                round=rnd,
+                params=_params(cfg, cfg.conclude_max_tokens),
+            )
+            solution = f"{turn.text.rstrip()}\n\n{concluded.text.strip()}"
     except BudgetExhausted:
         return {"stop_reason": "token_budget"}
-    history = [*state.get("history", []), roles.history_entry("Solver", shared_text(turn.text))]
-    return {"solution": turn.text, "history": history, "critiques": None}
+    # Only a solution that states a final answer is reviewed, judged or returned: one cut off
+    # before its answer has nothing to agree with (the evaluator of a small model would pass it).
+    complete = extract_answer(solution) is not None
+    history = [*state.get("history", []), roles.history_entry("Solver", shared_text(solution))]
+    return {"solution": solution, "complete": complete, "history": history, "critiques": None}
 
 
 def fan_out_critics(state: DiscussionState) -> list[Send] | str:
@@ -226,6 +254,7 @@ def fan_out_critics(state: DiscussionState) -> list[Send] | str:
                 role=description,
                 history=state["history"],
                 max_tokens=state["ceo"]["max_tokens"],
+                answer=extract_answer(state["solution"]),
             ),
         )
         for index, description in enumerate(state["roles"][1:], start=1)
@@ -252,9 +281,22 @@ async def critique(packet: CritiquePacket, runtime: Runtime[RunContext]) -> dict
     except BudgetExhausted:
         return {"stop_reason": "token_budget"}
     verdict: roles.Critique = turn.parsed
+    agree = verdict.agree
+    if verdict.answer is not None and packet["answer"] is not None:
+        # Departure from the paper (which reads the marker alone): a critic that solved the
+        # problem itself agrees when its own final answer is the solution's. Small models'
+        # markers often contradict the answers they just wrote; the answers are what counts.
+        agree = answers_match(verdict.answer, packet["answer"]).correct
     return {
         "critiques": [
-            {"index": index, "agent": agent.name, "agree": verdict.agree, "text": verdict.text}
+            {
+                "index": index,
+                "agent": agent.name,
+                "agree": agree,
+                "marker_agrees": verdict.agree,
+                "answer": verdict.answer,
+                "text": verdict.text,
+            }
         ]
     }
 
@@ -296,6 +338,8 @@ def after_consensus(state: DiscussionState) -> str:
 async def evaluate(state: DiscussionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx, cfg = runtime.context, runtime.context.config
     rnd = state["round"]
+    if not state.get("complete"):
+        return await _judged(ctx, cfg, rnd, roles.Evaluation(advice=NO_ANSWER_ADVICE), called=False)
     try:
         turn = await ask(
             ctx,
@@ -311,7 +355,19 @@ async def evaluate(state: DiscussionState, runtime: Runtime[RunContext]) -> dict
         )
     except BudgetExhausted:
         return {"stop_reason": "token_budget"}
-    evaluation: roles.Evaluation = turn.parsed
+    return await _judged(ctx, cfg, rnd, turn.parsed, called=True)
+
+
+NO_ANSWER_ADVICE = (
+    "The solution stopped before stating a final answer: solve it again more briefly and put "
+    "the final answer in \\boxed{}."
+)
+
+
+async def _judged(
+    ctx: RunContext, cfg: DiscussionConfig, rnd: int, evaluation: roles.Evaluation, *, called: bool
+) -> dict[str, Any]:
+    """The evaluation's effect: stop on a correct verdict, else the next round (or the cap)."""
     update: dict[str, Any] = {"evaluation": evaluation.model_dump(), "advice": evaluation.advice}
     if evaluation.correct and cfg.stop_policy in ("evaluator", "either"):
         update["stop_reason"] = "evaluator_correct"
@@ -326,6 +382,7 @@ async def evaluate(state: DiscussionState, runtime: Runtime[RunContext]) -> dict
             "by": "evaluator",
             "round": rnd,
             "correct": evaluation.correct,
+            "judged": called,  # False: the solution had no final answer, nothing to judge
             "stop_reason": update.get("stop_reason"),
         },
     )
@@ -334,7 +391,8 @@ async def evaluate(state: DiscussionState, runtime: Runtime[RunContext]) -> dict
 
 async def finalize(state: DiscussionState) -> dict[str, Any]:
     solution = state.get("solution")
-    return {"answer": extract_answer(solution) if solution else None}
+    complete = solution is not None and state.get("complete", False)
+    return {"answer": extract_answer(solution) if complete else None}
 
 
 def stop_or(next_node: str):

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from roles.answers import last_boxed
 from roles.messages import ChatMessage, system_user
 from roles.parsing import Parsed
 
@@ -47,29 +48,34 @@ ${token_menu}: the smallest for simple problems, the largest for complex ones.
 Answer exactly in this format:
 ### Decision: <Continue or Stop>
 ### Recruit Number: <a number>
-### Direction: <one or two sentences on what the team should focus on>
+### Direction: <one sentence: the quantity, step or idea of the problem to get right>
 ### Maximum Tokens: <a number from the list>"""
 )
 
 RECRUITER_SYSTEM = Template(
-    """You lead a group of experts facing this math or science problem: ${problem}
-Your only job is to recruit ${count} experts with different skills to solve it. Do not solve it.
-Suggestions from the last evaluation: ${advice}"""
+    """You lead a group of mathematicians facing this problem: ${problem}
+Your only job is to recruit ${count} mathematicians with different skills to solve it. Do not
+solve it. Suggestions from the last evaluation: ${advice}"""
 )
 
 RECRUITER_INSTRUCTION = Template(
-    """Answer with a numbered list of ${count} experts and nothing else, one per line:
-1. A [discipline] specialized in [field], with expertise in [technical area]."""
+    """Answer with a numbered list of ${count} mathematicians and nothing else, one line each,
+in this form:
+1. A mathematician specialized in arithmetic, with expertise in multi-step word problems.
+Give each one the field and expertise this problem needs."""
 )
 
 SOLVER_SYSTEM = Template("Solve the following problem accurately: ${problem}")
 
 SOLVER_INSTRUCTION = Template(
-    """You are ${role}. Using the chat history, solve the problem step by step.
+    """You are ${role}. Using the chat history, solve the problem step by step, briefly.
 Direction from the CEO: ${direction}
-If critics disagreed with the last solution, address their critiques.
+If critics disagreed with the last solution, check their answers and fix what is wrong.
 Put the final answer in \\boxed{answer}."""
 )
+
+CONCLUDE_INSTRUCTION = """You have reached your length limit. Write only your final answer now, \
+as \\boxed{answer}."""
 
 # The critics of a round run in parallel on one engine: everything they share (the problem,
 # the history) comes first and each one's role last, so the engine's prefix cache serves the
@@ -77,9 +83,9 @@ Put the final answer in \\boxed{answer}."""
 CRITIC_SYSTEM = Template("""You are in a discussion group solving this problem: ${problem}""")
 
 CRITIC_INSTRUCTION = Template(
-    """You are ${role}. Solve the problem yourself, then compare your answer with the last
-solution in the chat history. Give your critique only; do not write a full solution. End with
-[Agree] if the final answers match, or [Disagree] if they do not."""
+    """You are ${role}. Solve the problem yourself in a few short steps and give your own final
+answer in \\boxed{answer}. Then compare it with the final answer of the last solution in the
+chat history. End with [Agree] if the two final answers are the same, or [Disagree] if not."""
 )
 
 EVALUATOR_SYSTEM = Template(
@@ -89,10 +95,11 @@ Solution: ${solution}"""
 )
 
 EVALUATOR_INSTRUCTION = Template(
-    """You are an experienced teacher. Judge whether the solution is correct, give advice on how
-to improve it, and say which experts to recruit next. Answer exactly in this format:
-### Correctness: <1 or 0>
-### Advice: <how to improve the solution>
+    """You are an experienced teacher. Check the solution's steps and its final answer, give
+brief advice on how to improve it, and say which experts to recruit next. Answer exactly in
+this format:
+### Correctness: <1 if the final answer is correct, 0 if not>
+### Advice: <one or two sentences>
 ### Recruiting Suggestion: <the experts to recruit next>"""
 )
 
@@ -139,6 +146,16 @@ def solver_messages(
     )
 
 
+def conclude_messages(solver: list[ChatMessage], partial: str) -> list[ChatMessage]:
+    """A solver cut off at its token limit is asked for its final answer (M1's budget
+    forcing: the released code appends ``</think>`` and lets the model answer)."""
+    return [
+        *solver,
+        ChatMessage(role="assistant", content=partial),
+        ChatMessage(role="user", content=CONCLUDE_INSTRUCTION),
+    ]
+
+
 def critic_messages(
     problem: str, role: str, history: Sequence[str], *, last: int = 3
 ) -> list[ChatMessage]:
@@ -178,6 +195,7 @@ class RoleAssignment(Parsed):
 class Critique(Parsed):
     agree: bool
     text: str
+    answer: str | None = None
 
 
 class Evaluation(Parsed):
@@ -260,10 +278,16 @@ def parse_ceo_decision(text: str, *, max_experts: int, token_menu: Sequence[int]
     )
 
 
+_PLACEHOLDER = re.compile(r"\[[^\]]*\]|<[^>]*>")
+
+
 def parse_roles(text: str, count: int) -> RoleAssignment:
-    """One role description per numbered line; missing ones become ``Scientist.``."""
+    """One role description per numbered line; missing ones become ``Scientist.``.
+
+    A line that still holds a template placeholder (``[field]``, ``<discipline>``) echoes the
+    instruction rather than naming an expert, so it counts as missing."""
     found = [m.strip() for m in re.findall(r"^\s*\d+[.)]\s*(.+)$", text, flags=re.M)]
-    found = [r for r in found if r][:count]
+    found = [r for r in found if r and not _PLACEHOLDER.search(r)][:count]
     missing = count - len(found)
     roles = found + [DEFAULT_ROLE] * missing
     return RoleAssignment(
@@ -274,14 +298,20 @@ def parse_roles(text: str, count: int) -> RoleAssignment:
 
 
 def parse_critique(text: str) -> Critique:
-    """``[Agree]`` or ``[Disagree]``; the later marker wins. No marker reads as disagreement."""
+    """``[Agree]`` or ``[Disagree]``; the later marker wins. No marker reads as disagreement.
+    The critic's own final answer (its last ``\\boxed{}``) is kept beside the verdict."""
     markers = re.findall(r"\[(agree|disagree)\]", text, flags=re.IGNORECASE)
     critique = re.sub(r"\[(agree|disagree)\]", "", text, flags=re.IGNORECASE).strip()
+    answer = last_boxed(critique) or None
     if not markers:
         return Critique(
-            agree=False, text=critique, parse_ok=False, parse_error="no [Agree]/[Disagree]"
+            agree=False,
+            text=critique,
+            answer=answer,
+            parse_ok=False,
+            parse_error="no [Agree]/[Disagree]",
         )
-    return Critique(agree=markers[-1].lower() == "agree", text=critique)
+    return Critique(agree=markers[-1].lower() == "agree", text=critique, answer=answer)
 
 
 EVALUATOR_HEADERS = ("Correctness", "Advice", "Recruiting Suggestion")

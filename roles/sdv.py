@@ -104,9 +104,11 @@ NO_VERDICT_FEEDBACK = "The verifier could not confirm that the solution is corre
 
 
 def detector_messages(problem: str, text_so_far: str) -> list[ChatMessage]:
-    """The solver model sees its own text so far and is asked whether it is complete."""
+    """The solver model sees its own text so far and is asked whether it is complete. The
+    probe opens exactly as the solver's own prompt and text do, so an engine that reuses
+    cached prefixes reads only the question anew (FlexiVe's probe is the solver continuing)."""
     return [
-        ChatMessage(role="user", content=problem),
+        *solver_messages(problem),
         ChatMessage(role="assistant", content=text_so_far),
         ChatMessage(role="user", content=DETECT_QUESTION),
     ]

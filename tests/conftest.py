@@ -62,7 +62,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """The real ``thinktank`` command line, in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-m", "services.cli.app", *args],
+        [sys.executable, "-m", "services.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

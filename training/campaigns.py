@@ -44,8 +44,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agents.model import ModelError, ModelRequest, SamplingParams
 from agents.model_map import ModelRouter
 from agents.paths import data_dir
+from execution.batches import execute_runs
 from execution.cancelling import cancel_and_wait
-from execution.runner import create_run, execute_run
+from execution.runner import create_run
+from graphs.options import explain
 from graphs.patterns import get_pattern
 from roles import rlad as rlad_roles
 from roles import spc as spc_roles
@@ -168,14 +170,14 @@ class CampaignConfig(BaseModel):
                 {**self.game, "reference_answer": "0"}
             )
         except ValidationError as exc:
-            raise ValueError(f"game options: {_errors(exc)}") from None
+            raise ValueError(f"game options: {explain(exc, flags=False)}") from None
         filled = sorted(TRAIN_FILLED & self.train.keys())
         if filled:
             raise ValueError(f"train options {filled} are filled in by the campaign")
         try:
             RLConfig.model_validate({**self.train, "data": "data.jsonl", "recipe": spec.recipe})
         except ValidationError as exc:
-            raise ValueError(f"train options: {_errors(exc)}") from None
+            raise ValueError(f"train options: {explain(exc, flags=False)}") from None
         return self
 
     def eval_source(self) -> str:
@@ -191,12 +193,6 @@ class CampaignConfig(BaseModel):
             export: getattr(game, field) if hasattr(game, field) else field
             for export, field in spec.exports.items()
         }
-
-
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
-    )
 
 
 def steps_of(config: CampaignConfig, round_: int) -> tuple[str, ...]:
@@ -513,24 +509,21 @@ async def _play(
         )
         run_ids.append(run.id)
     await repo.update_round(env.store, campaign.id, row.round, token, run_ids=run_ids)
-    gate = asyncio.Semaphore(config.concurrency)
     ended = 0
 
-    async def play(run_id: str) -> dict[str, Any]:
+    def counted(_run_id: str, outcome: dict[str, Any]) -> None:
         nonlocal ended
-        async with gate:
-            outcome = await execute_run(
-                run_id,
-                store=env.store,
-                models=env.models,
-                database_url=env.database_url,
-                stream_tokens=False,
-            )
         ended += 1
         env.say(f"round {row.round}: game {ended}/{len(run_ids)} {outcome['status']}")
-        return outcome
 
-    outcomes = await asyncio.gather(*(play(run_id) for run_id in run_ids))
+    outcomes = await execute_runs(
+        run_ids,
+        store=env.store,
+        models=env.models,
+        database_url=env.database_url,
+        concurrency=config.concurrency,
+        on_end=counted,
+    )
     statuses = [str(o["status"]) for o in outcomes]
     if any(status in ("queued", "running") for status in statuses):
         raise StepPending("games still being played elsewhere", retry_in_s=env.poll_s)
@@ -678,18 +671,14 @@ def _is_live(run: Any) -> bool:
 
 
 async def _launch(env: CampaignEnv, run: Any, config: CampaignConfig) -> None:
-    if config.launcher.launcher == "ray":
-        try:
-            await jobs.launch_ray(
-                env.store, run, database_url=env.database_url, options=config.launcher
-            )
-        except jobs.JobConflict as exc:
-            raise CampaignError(str(exc)) from None
-        return
-    process = await jobs.launch(
-        env.store, run, database_url=env.database_url, options=config.launcher, detach=True
-    )
-    _children.append(process)
+    try:
+        job = await jobs.launch_run(
+            env.store, run, database_url=env.database_url, options=config.launcher, detach=True
+        )
+    except jobs.JobConflict as exc:
+        raise CampaignError(str(exc)) from None
+    if not isinstance(job, str):  # a Ray job is the cluster's to reap
+        _children.append(job)
 
 
 async def _serve(

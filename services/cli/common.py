@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from execution.runner import RunInterrupted
-from graphs.patterns import UnknownPattern
+from graphs.options import explain
+from graphs.patterns import UnknownPattern, get_pattern
 from services.settings import Settings
 from store.campaigns import CampaignNotFound
 from store.db import DatabaseURLError, create_engine, migrate
@@ -69,3 +72,34 @@ async def open_store(settings: Settings):
     finally:
         await store.close()
         await engine.dispose()
+
+
+def parse_options(args: list[str]) -> dict[str, Any]:
+    """``--field-name VALUE`` or ``--field-name=VALUE`` pairs into config fields.
+
+    Values are read as JSON when they parse (numbers, lists, null), else as strings.
+    """
+    options: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise CliError(f"unexpected argument {arg!r}; pattern options look like --name VALUE")
+        name, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise CliError(f"option --{name} needs a value")
+            value = args[i + 1]
+            i += 1
+        try:
+            options[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name.replace("-", "_")] = value
+        i += 1
+    return options
+
+
+def pattern_options_error(pattern: str, exc: ValidationError) -> CliError:
+    """A pattern's options that do not validate, as one line naming its options."""
+    fields = get_pattern(pattern).config_model.model_fields
+    return CliError(explain(exc, subject=pattern, known=fields))

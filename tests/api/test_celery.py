@@ -42,7 +42,7 @@ def worker(postgres_url: str, broker: str) -> Iterator[subprocess.Popen[str]]:
         ),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.app", "worker", "--concurrency", "4"],
+        [sys.executable, "-m", "services.cli.main", "worker", "--concurrency", "4"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

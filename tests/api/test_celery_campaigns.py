@@ -61,7 +61,7 @@ def env(own_postgres_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli.app", "worker", "--concurrency", "4"],
+        [sys.executable, "-m", "services.cli.main", "worker", "--concurrency", "4"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -92,7 +92,7 @@ def test_a_campaign_survives_the_death_of_the_worker_driving_it(
             [
                 sys.executable,
                 "-m",
-                "services.cli.app",
+                "services.cli.main",
                 "campaign",
                 "start",
                 "spc",
@@ -141,7 +141,7 @@ def test_a_campaign_survives_the_death_of_the_worker_driving_it(
         assert (row["status"], row["error"]) == ("succeeded", None)
 
         shown = subprocess.run(
-            [sys.executable, "-m", "services.cli.app", "campaign", "show", "killed"],
+            [sys.executable, "-m", "services.cli.main", "campaign", "show", "killed"],
             env=env,
             capture_output=True,
             text=True,

@@ -48,7 +48,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_turn(tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "services.cli.app",
+            "services.cli.main",
             "solve",
             "2+3?",
             "--max-rounds",

@@ -511,7 +511,7 @@ def test_thinktank_solve_exports_its_trace_over_otlp_http(tmp_path: Path) -> Non
     env.pop("OTEL_SERVICE_NAME", None)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "services.cli.app", "solve", "3+4?", "-q", "--max-rounds", "1"],
+            [sys.executable, "-m", "services.cli.main", "solve", "3+4?", "-q", "--max-rounds", "1"],
             env=env,
             capture_output=True,
             text=True,

@@ -82,7 +82,7 @@ async def test_the_detector_stops_the_solver_at_a_cue_and_it_concludes(
 
     [probe] = await turns(harness, run_id, "detect")
     assert probe.params["max_tokens"] == 1 and probe.params["top_logprobs"] == 10
-    assert probe.messages[1]["content"] == CHECKED[: CHECKED.index("Wait") + len("Wait")]
+    assert probe.messages[-2]["content"] == CHECKED[: CHECKED.index("Wait") + len("Wait")]
     [event] = harness.decisions("detector")
     assert (event["cue"], event["position"], event["stopped"]) == (
         "wait",

@@ -105,7 +105,7 @@ class Workers:
         }
         log = open(self.log_dir / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.app", "worker", "--concurrency", "2"],
+            [sys.executable, "-m", "services.cli.main", "worker", "--concurrency", "2"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -57,7 +57,7 @@ def test_solve_prints_the_conversation_and_stores_it(env: dict[str, str]) -> Non
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "CEO decides CONTINUE: 3 experts, 64 tokens each" in out
+    assert "CEO decides CONTINUE: 3 experts, 384 tokens each" in out  # 64 snaps to the menu
     assert "critics: 2 agree, 0 disagree" in out
     assert "evaluator: correct → stop (evaluator_correct)" in out
     assert "answer: 7" in out
@@ -81,7 +81,7 @@ def test_solve_prints_the_conversation_and_stores_it(env: dict[str, str]) -> Non
     solver = run["turns"][2]
     assert solver["role_description"] == "A mathematician."
     assert solver["messages"][0]["content"].endswith("What is 3+4?")
-    assert solver["params"]["max_tokens"] == 64
+    assert solver["params"]["max_tokens"] == 384
     assert solver["completion_tokens"] == 6 and solver["prompt_tokens"] > 0
     assert solver["latency_ms"] >= 0
 

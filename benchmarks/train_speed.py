@@ -6,7 +6,7 @@ Reported: optimizer steps per second (median step time), trained tokens per seco
 process's peak resident memory (model, adapter, optimizer, activations). Run from the
 repository root::
 
-    python benchmarks/training.py [--steps 5] [--batch-size 4] [--seq-len 128] [--threads N]
+    python benchmarks/train_speed.py [--steps 5] [--batch-size 4] [--seq-len 128] [--threads N]
         [--kind sft|rl|both] [--gradient-checkpointing]
 
 An RL step is one forward and backward pass like an SFT step: the reference's and the

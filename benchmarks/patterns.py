@@ -1,0 +1,133 @@
+"""Do several agents get right what one gets wrong? Every pattern on the same generated
+problems, on the embedded default model, at an equal cap of generated tokens per problem.
+
+The problems mix four generated kinds at the difficulty where one greedy call of the default
+model (Qwen2.5-Coder-0.5B) is right about 30-70% of the time (measured: arithmetic at
+difficulty 2 and 3, remainders and counting at difficulty 1). Each pattern's runs may spend
+at most ``--cap`` generated tokens (its ``token_budget``; a run that reaches it ends with
+what it has). Patterns run ``--concurrency`` at a time on one llama.cpp engine, so their
+calls share its decoding steps.
+
+Prints the accuracy of each pattern with its Wilson interval, the tokens and wall time it
+spent per problem, and writes the accuracy-vs-tokens plot and every item (each names its run:
+``thinktank runs show RUN_ID`` shows the transcript). The store is a SQLite file in
+``--out``; running the same command again resumes what did not finish.
+
+Run:  python benchmarks/patterns.py            # 100 problems, every pattern (about an hour)
+      python benchmarks/patterns.py --quick    # 16 problems (a few minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+from agents.model_map import ModelRouter
+from store.db import create_engine, migrate
+from store.runs import Store
+from training.evaluation import EvalConfig, evaluate_patterns, render_table, write_results
+from training.problems import load_problems
+
+KINDS = (
+    "gen:arithmetic?difficulty=2",
+    "gen:arithmetic?difficulty=3",
+    "gen:modular?difficulty=1",
+    "gen:counting?difficulty=1",
+)
+
+
+def pattern_options(cap: int) -> dict[str, dict[str, object]]:
+    """Each pattern at its defaults but for the shared cap; single is greedy (the strongest
+    one-call baseline), every other pattern samples at its default temperature."""
+    every = {"token_budget": cap}
+    return {
+        "single": {**every, "max_tokens": 512, "temperature": 0.0},
+        "self_consistency": {**every, "samples": 4, "max_tokens": 512},
+        "self_consistency_8": {**every, "samples": 8, "max_tokens": 512},
+        "discussion": {**every},
+        "sdv": {**every},
+        "rlad": {**every, "abstractions": 2, "solutions_per_abstraction": 2},
+        "spc_search": {**every, "trajectories": 2, "max_steps": 8},
+    }
+
+
+def write_problems(path: Path, per_kind: int, seed: int) -> int:
+    """The mixed set as a problem/answer JSONL file (ids say kind and index)."""
+    records = []
+    for kind in KINDS:
+        for problem in load_problems(f"{kind}&n={per_kind}", seed=seed):
+            records.append({"id": problem.id, "problem": problem.problem, "answer": problem.answer})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return len(records)
+
+
+def evaluations(selected: list[str], cap: int) -> list[tuple[str, dict[str, dict[str, object]]]]:
+    """The evaluations to run: every selected pattern in one, and self-consistency with n=8 in
+    a second (one pattern can appear only once in an evaluation)."""
+    options = pattern_options(cap)
+    first = {pattern: options[pattern] for pattern in selected}
+    plan = [("main", first)]
+    if "self_consistency" in selected:
+        plan.append(("sc8", {"self_consistency": options["self_consistency_8"]}))
+    return plan
+
+
+async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{out / 'patterns.db'}")
+    await migrate(engine)
+    store = Store(engine)
+    models = ModelRouter()
+    try:
+        for name, options in evaluations(args.patterns.split(","), args.cap):
+            config = EvalConfig(
+                patterns=list(options),
+                source=str(problems),
+                options=options,
+                name=f"{out.name}-{name}-cap{args.cap}",
+                concurrency=args.concurrency,
+            )
+            started = time.perf_counter()
+            summary, items = await evaluate_patterns(store, models, str(engine.url), config)
+            wall = time.perf_counter() - started
+            table = render_table(summary)
+            if name == "sc8":
+                table = table.replace("self_consistency", "self_consistency n=8")
+            print(table)
+            print(f"[{name}: {wall:.0f} s wall, load average {os.getloadavg()[0]:.2f}]", flush=True)
+            write_results(summary, items, out / name)
+    finally:
+        await models.close()
+        await store.close()
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="4 problems of each kind, not 25")
+    parser.add_argument("--cap", type=int, default=2048, help="generated tokens per problem")
+    parser.add_argument("--concurrency", type=int, default=8, help="runs executed at once")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated problems")
+    parser.add_argument(
+        "--patterns",
+        default="single,self_consistency,discussion,sdv,rlad,spc_search",
+        help="comma-separated subset to evaluate",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args()
+    size = "quick" if args.quick else "full"
+    out = (args.out or Path("benchmarks/results") / f"patterns-{size}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    problems = out / "problems.jsonl"
+    count = write_problems(problems, 4 if args.quick else 25, args.seed)
+    print(f"{count} problems ({', '.join(KINDS)}), cap {args.cap} tokens, -> {out}")
+    asyncio.run(evaluate(args, problems, out))
+
+
+if __name__ == "__main__":
+    main()
