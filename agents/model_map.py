@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from agents.backends.local.catalog import check_weights
 from agents.backends.local.config import LocalModelConfig
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.backends.scripted import ScriptedBackend, ScriptedModelConfig
@@ -34,6 +35,14 @@ class ModelMap(BaseModel):
 
     def spec_for(self, logical_name: str) -> ModelSpec:
         return self.models.get(logical_name, self.default)
+
+    def check_local_weights(self, progress: Callable[[str], None]) -> None:
+        """Every local model's weights, assembled and checked before any run starts, so a
+        missing or damaged package is one clear error up front (WeightsError), not a failed
+        run."""
+        for spec in [self.default, *self.models.values()]:
+            if isinstance(spec, LocalModelConfig):
+                check_weights(spec.model, spec.gguf_file, spec.model_dir, progress)
 
 
 def build_backend(

@@ -51,7 +51,7 @@ def pattern_options(cap: int) -> dict[str, dict[str, object]]:
         "discussion": {**every},
         "sdv": {**every},
         "rlad": {**every, "abstractions": 2, "solutions_per_abstraction": 2},
-        "spc_search": {**every, "trajectories": 2, "max_steps": 8},
+        "spc_search": {**every, "trajectories": 2, "max_steps": 6, "critic_max_tokens": 128},
     }
 
 

@@ -68,8 +68,9 @@ Problem: ${problem}
 Steps so far:
 ${steps}
 
-Write only the next step, as one short paragraph. If it completes the solution, end it with the
-final answer as \\boxed{answer}."""
+Write only the next step, as one short paragraph that does one calculation or deduction (no
+plan, no introduction). If it completes the solution, end it with the final answer as
+\\boxed{answer}."""
 )
 
 CONTINUE_INSTRUCTION = Template(

@@ -14,11 +14,10 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 from rich.table import Column, Table
 
 from agents.model_map import ModelRouter
-from services.cli.common import CliError, console, open_store, run_async, when
+from services.cli.common import CliError, console, escape, open_store, run_async, when
 from services.settings import Settings
 from store import campaigns as repo
 from store.runs import Store

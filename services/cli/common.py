@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -12,7 +13,9 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape as rich_escape
 
+from agents.backends.local.catalog import WeightsError
 from execution.runner import RunInterrupted
 from graphs.options import explain
 from graphs.patterns import UnknownPattern, get_pattern
@@ -23,6 +26,13 @@ from store.runs import RunNotFound, Store
 
 console = Console()
 T = TypeVar("T")
+
+
+def escape(text: str) -> str:
+    """``text`` as rich markup that prints as it is. rich's own escape leaves a backslash
+    before a bracket alone, which rich then reads as an escaped bracket: the ``\\[`` that opens
+    a model's LaTeX display would print as ``[``."""
+    return rich_escape(re.sub(r"(\\+)(?=\[)", lambda m: m.group(1) * 2, text))
 
 
 def when(moment: datetime | None) -> str:
@@ -39,13 +49,15 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except (
         CliError,
+        WeightsError,
         CampaignNotFound,
         DatabaseURLError,
         RunNotFound,
         UnknownPattern,
         ValueError,
     ) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # one line, however narrow
+        # escaped: a message may hold brackets (an extra to install), which rich reads as markup
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except RunInterrupted as exc:
         console.print(
@@ -103,3 +115,9 @@ def pattern_options_error(pattern: str, exc: ValidationError) -> CliError:
     """A pattern's options that do not validate, as one line naming its options."""
     fields = get_pattern(pattern).config_model.model_fields
     return CliError(explain(exc, subject=pattern, known=fields))
+
+
+def check_models(settings: Settings) -> None:
+    """The local models' weights, ready before a command starts runs (one line and exit 2
+    when a package is missing or damaged)."""
+    settings.models.check_local_weights(lambda message: console.print(f"[dim]· {message}"))

@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.status import Status
 from rich.table import Table
 
+from services.cli.common import escape
 from store.tables.runs import Run, Turn
 
 ROLE_COLOURS = {

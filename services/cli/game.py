@@ -6,7 +6,6 @@ from typing import TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 from rich.table import Column, Table
 
 from agents.model_map import ModelRouter
@@ -16,6 +15,7 @@ from roles.spc import summarize_games
 from services.cli.common import (
     CliError,
     console,
+    escape,
     open_store,
     parse_options,
     pattern_options_error,

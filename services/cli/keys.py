@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TypeVar
 
 import typer
-from rich.markup import escape
 from rich.table import Column, Table
 
-from services.cli.common import CliError, console, open_store, run_async
+from services.cli.common import CliError, console, escape, open_store, run_async
 from services.settings import Settings
 from store import api_keys
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import TypeVar
 
 import typer
+from rich.table import Table
 
-from services.cli.common import CliError, console, open_store, run_async
+from agents.backends.local.catalog import CATALOG, installed
+from agents.backends.local.config import LocalModelConfig
+from services.cli.common import CliError, console, escape, open_store, run_async
 from services.settings import Settings
 
 T = TypeVar("T")
@@ -59,3 +62,30 @@ def models_show(
         print_model_version(console, version, as_json=as_json)
 
     run_async(main)
+
+
+@app.command("base")
+def models_base() -> None:
+    """List the base models the local backend can name, and whether each is ready here."""
+    settings = Settings()
+    default = settings.models.default
+    chosen = default.model if isinstance(default, LocalModelConfig) else None
+    table = Table("name", "model", "quantization", "license", "here", "good for")
+    for entry in CATALOG.values():
+        mark = " (default)" if entry.name == chosen else ""
+        table.add_row(
+            f"{entry.name}{mark}",
+            entry.title,
+            entry.quantization,
+            entry.license,
+            escape(installed(entry)),
+            entry.note,
+        )
+    console.print(table)
+    console.print(
+        "A local model may also be a GGUF file or a transformers model folder (a path), or, "
+        "with engine = 'transformers' where a hub is reachable, a Hugging Face id. The default "
+        "is settings' models.default.model (THINKTANK_MODELS__DEFAULT='{\"backend\": "
+        '"local", "model": "qwen2.5-coder-1.5b"}\').',
+        highlight=False,
+    )

@@ -14,6 +14,7 @@ from execution.runner import execute_run, submit_run
 from execution.tracing import configure_tracing
 from graphs.patterns import PATTERNS, get_pattern
 from services.cli.common import (
+    check_models,
     console,
     open_store,
     parse_options,
@@ -34,6 +35,7 @@ async def run_live(
     settings: Settings, prepare: Callable[[Store], Awaitable[str]], *, quiet: bool
 ) -> None:
     """Execute the run ``prepare`` names, printing the conversation as it happens."""
+    check_models(settings)
     configure_tracing()  # `solve` and `runs resume`: exports only with OTEL_EXPORTER_OTLP_*
     printer = LivePrinter(console, quiet=quiet)
     models = ModelRouter(settings.models, on_progress=printer.progress)

@@ -7,10 +7,9 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.markup import escape
 
 from graphs.options import explain
-from services.cli.common import CliError, console, open_store, parse_options, run_async
+from services.cli.common import CliError, console, escape, open_store, parse_options, run_async
 from services.settings import Settings
 
 T = TypeVar("T")

@@ -7,10 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Column, Table
 
-from services.cli.common import when
+from services.cli.common import escape, when
 from store.tables.training import ModelVersion, TrainingRun
 
 

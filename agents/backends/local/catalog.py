@@ -260,3 +260,20 @@ def installed(entry: BaseModelEntry) -> str:
         return "installed; assembled on first use"
     except WeightsError:
         return f"not installed ({entry.install_hint})"
+
+
+def check_weights(
+    model: str, gguf_file: Path | None, model_dir: Path | None, progress: Callable[[str], None]
+) -> None:
+    """Make sure a local model's weights are here before a run needs them: a named base
+    model is assembled (and checked) now; a file or folder must exist. Raises
+    :class:`WeightsError` with the fix."""
+    if gguf_file is not None:
+        if not gguf_file.is_file():
+            raise WeightsError(f"no GGUF file at {gguf_file}")
+        return
+    if model_dir is not None:
+        if not (model_dir / "config.json").is_file():
+            raise WeightsError(f"no transformers model folder (config.json) at {model_dir}")
+        return
+    resolve_model(model, progress)
