@@ -1,0 +1,199 @@
+"""What a campaign is: its kinds, its settings, its steps' order, its errors and what a driver
+works with."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agents.model_map import ModelRouter
+from agents.paths import data_dir
+from graphs.options import explain
+from graphs.patterns import get_pattern
+from store import model_versions
+from store.runs import Store
+from store.tables.campaigns import Campaign
+from training import jobs
+from training.config import DEFAULT_BASE, RLConfig
+from training.games import FILLED_FROM_PROBLEM
+
+log = logging.getLogger(__name__)
+
+
+CampaignKind = Literal["spc", "rlad"]
+ROUND_STEPS = ("play", "export", "train", "serve", "evaluate")
+BASELINE_STEPS = ("evaluate",)
+HEARTBEAT_S = 10.0
+TRAIN_ATTEMPTS = 2
+"""A failed training is launched again once (it resumes from its checkpoint); then the
+campaign fails with the trainer's reason."""
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    pattern: str
+    recipe: str
+    eval_default: str
+    exports: dict[str, str]
+    """export kind -> the game config field naming the logical model it trains (or a name)."""
+
+
+KINDS: dict[str, KindSpec] = {
+    "spc": KindSpec(
+        pattern="spc_game",
+        recipe="spc",
+        eval_default="gen:step-errors?n=16&seed=1000",
+        exports={"spc-critic": "critic_model", "spc-sneaky": "sneaky_model"},
+    ),
+    "rlad": KindSpec(
+        pattern="rlad",
+        recipe="rlad",
+        eval_default="gen:mixed?difficulty=1&n=16&seed=1000",
+        exports={"rlad-abstraction": "abstraction", "rlad-solution": "policy"},
+    ),
+}
+
+TRAIN_FILLED = frozenset({"data", "base", "name", "role", "recipe", "base_adapter", "parent"})
+
+
+class CampaignError(ValueError):
+    """A campaign that cannot be started as asked, or a step that cannot go on."""
+
+
+class StepPending(Exception):
+    """The step waits on something outside this process (a training job); ask again."""
+
+    def __init__(self, reason: str, retry_in_s: float = 5.0) -> None:
+        super().__init__(reason)
+        self.retry_in_s = retry_in_s
+
+
+class CampaignConfig(BaseModel):
+    """What a campaign plays, trains and evaluates. Every field is a flag of
+    ``thinktank campaign start`` and a field of ``POST /v1/campaigns``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: CampaignKind = Field(description="spc (critic vs sneaky generator) or rlad")
+    rounds: int = Field(2, ge=1, le=1000, description="play-train-evaluate rounds")
+    games_per_round: int = Field(8, ge=1, le=100_000, description="games played each round")
+    problems: str = Field(
+        "gen:mixed?difficulty=1&n=1000",
+        description="the games' problems: a file of problems with answers, or a gen: spec; "
+        "each round takes the next games_per_round of them",
+    )
+    eval_problems: str | None = Field(
+        None,
+        description="held-out problems to evaluate on (default: step-labelled "
+        "gen:step-errors for spc, gen:mixed for rlad, seeded apart from the games)",
+    )
+    eval_limit: int = Field(16, ge=1, le=100_000, description="evaluation problems per round")
+    baseline: bool = Field(True, description="evaluate the starting models first (round 0)")
+    concurrency: int = Field(4, ge=1, le=256, description="games and evaluation runs at once")
+    base: str = Field(
+        DEFAULT_BASE,
+        description="the base model of roles that have no version yet ('smollm2', a model "
+        "directory, or a registered model version to start from)",
+    )
+    game: dict[str, Any] = Field(
+        default_factory=dict, description="options of every game run (spc_game or rlad)"
+    )
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="RL trainer options for every training (max_steps, lora_r, batch_size...)",
+    )
+    eval: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options of the evaluation runs (max_tokens, mode, samples for spc; "
+        "rlad run options for rlad)",
+    )
+    launcher: jobs.LaunchOptions = Field(
+        default_factory=jobs.LaunchOptions, description="where training jobs run"
+    )
+    seed: int = Field(0, description="seed of generated problem sources")
+
+    @model_validator(mode="after")
+    def _options_are_valid(self) -> CampaignConfig:
+        spec = KINDS[self.kind]
+        filled = sorted({*FILLED_FROM_PROBLEM, "adapters", "round"} & self.game.keys())
+        if filled:
+            raise ValueError(f"game options {filled} are filled in by the campaign")
+        try:
+            get_pattern(spec.pattern).config_model.model_validate(
+                {**self.game, "reference_answer": "0"}
+            )
+        except ValidationError as exc:
+            raise ValueError(f"game options: {explain(exc, flags=False)}") from None
+        filled = sorted(TRAIN_FILLED & self.train.keys())
+        if filled:
+            raise ValueError(f"train options {filled} are filled in by the campaign")
+        try:
+            RLConfig.model_validate({**self.train, "data": "data.jsonl", "recipe": spec.recipe})
+        except ValidationError as exc:
+            raise ValueError(f"train options: {explain(exc, flags=False)}") from None
+        return self
+
+    def eval_source(self) -> str:
+        return self.eval_problems or KINDS[self.kind].eval_default
+
+    def trained_models(self) -> dict[str, str]:
+        """export kind -> the logical model its records train."""
+        spec = KINDS[self.kind]
+        game = get_pattern(spec.pattern).config_model.model_validate(
+            {**self.game, "reference_answer": "0"}
+        )
+        return {
+            export: getattr(game, field) if hasattr(game, field) else field
+            for export, field in spec.exports.items()
+        }
+
+
+def steps_of(config: CampaignConfig, round_: int) -> tuple[str, ...]:
+    return BASELINE_STEPS if round_ == 0 else ROUND_STEPS
+
+
+def first_position(config: CampaignConfig) -> tuple[int, str]:
+    return (0, "evaluate") if config.baseline else (1, "play")
+
+
+def next_position(config: CampaignConfig, round_: int, step: str) -> tuple[int, str] | None:
+    """Where the campaign goes after ``step`` of ``round_``; None when it is done."""
+    steps = steps_of(config, round_)
+    index = steps.index(step)
+    if index + 1 < len(steps):
+        return round_, steps[index + 1]
+    if round_ >= config.rounds:
+        return None
+    return round_ + 1, ROUND_STEPS[0]
+
+
+def campaign_dir(campaign_id: str) -> Path:
+    return data_dir() / "campaigns" / campaign_id
+
+
+def version_name(campaign: Campaign, model: str, round_: int) -> str:
+    """Versions are named after their campaign, role and round: never reused, and a
+    retried training finds the name it reserved."""
+    return model_versions.check_model_name(f"{campaign.name}-{model}-r{round_}")
+
+
+@dataclass
+class CampaignEnv:
+    """What steps need from the process that drives them."""
+
+    store: Store
+    models: ModelRouter
+    database_url: str
+    on_progress: Callable[[str], None] | None = None
+    poll_s: float = 2.0
+    heartbeat_s: float = HEARTBEAT_S
+
+    def say(self, message: str) -> None:
+        log.info(message)
+        if self.on_progress is not None:
+            self.on_progress(message)

@@ -1,0 +1,368 @@
+"""A round's five steps: play, export, train, serve, evaluate."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agents.model import ModelError, ModelRequest, SamplingParams
+from execution.batches import execute_runs
+from execution.runner import create_run
+from roles import rlad as rlad_roles
+from roles import spc as spc_roles
+from roles.messages import ChatMessage
+from store import campaigns as repo
+from store import model_versions
+from store.runs import Store
+from store.tables.campaigns import Campaign, CampaignRound
+from training import jobs
+from training.campaigns.config import (
+    KINDS,
+    TRAIN_ATTEMPTS,
+    CampaignConfig,
+    CampaignEnv,
+    CampaignError,
+    StepPending,
+    campaign_dir,
+    version_name,
+)
+from training.config import RLConfig
+from training.critic_eval import CriticEvalConfig, evaluate_critic
+from training.evaluation import EvalConfig, evaluate_patterns
+from training.export import ExportFilters, export_dataset
+from training.games import game_config
+from training.problems import Problem, load_problems
+
+
+def _round_problems(config: CampaignConfig, round_: int) -> list[Problem]:
+    """Round r plays the r-th slice of games_per_round answerable problems (cycling)."""
+    playable = [p for p in load_problems(config.problems, seed=config.seed) if p.answer is not None]
+    if not playable:
+        raise CampaignError(f"{config.problems}: no problem has a reference answer to play on")
+    start = (round_ - 1) * config.games_per_round
+    return [playable[(start + i) % len(playable)] for i in range(config.games_per_round)]
+
+
+async def _play(
+    env: CampaignEnv, campaign: Campaign, config: CampaignConfig, row: CampaignRound, token: str
+) -> None:
+    spec = KINDS[config.kind]
+    fresh = await repo.get_campaign(env.store, campaign.id)
+    run_ids: list[str] = []
+    problems = _round_problems(config, row.round)
+    for index, problem in enumerate(problems):
+        options = game_config(
+            spec.pattern, problem, config.game, adapters=fresh.versions, round_=row.round
+        )
+        run, _ = await create_run(
+            env.store,
+            spec.pattern,
+            problem.problem,
+            options,
+            idempotency_key=f"campaign:{campaign.id}:r{row.round}:g{index}",
+            api_key_id=campaign.api_key_id,
+        )
+        run_ids.append(run.id)
+    await repo.update_round(env.store, campaign.id, row.round, token, run_ids=run_ids)
+    ended = 0
+
+    def counted(_run_id: str, outcome: dict[str, Any]) -> None:
+        nonlocal ended
+        ended += 1
+        env.say(f"round {row.round}: game {ended}/{len(run_ids)} {outcome['status']}")
+
+    outcomes = await execute_runs(
+        run_ids,
+        store=env.store,
+        models=env.models,
+        database_url=env.database_url,
+        concurrency=config.concurrency,
+        on_end=counted,
+    )
+    statuses = [str(o["status"]) for o in outcomes]
+    if any(status in ("queued", "running") for status in statuses):
+        raise StepPending("games still being played elsewhere", retry_in_s=env.poll_s)
+    succeeded = [
+        rid for rid, status in zip(run_ids, statuses, strict=True) if status == "succeeded"
+    ]
+    if not succeeded:
+        first = next((o["error"] for o in outcomes if o.get("error")), "no reason recorded")
+        raise CampaignError(
+            f"round {row.round}: all {len(run_ids)} games failed; the first: {first}"
+        )
+    games = await _game_metrics(env.store, config, succeeded)
+    games["failed_runs"] = len(run_ids) - len(succeeded)
+    await repo.update_round(
+        env.store, campaign.id, row.round, token, metrics={**row.metrics, "games": games}
+    )
+
+
+async def _game_metrics(store: Store, config: CampaignConfig, run_ids: list[str]) -> dict[str, Any]:
+    if config.kind == "spc":
+        played = [g for run_id in run_ids for g in await store.outcomes(run_id, spc_roles.SpcGame)]
+        return spc_roles.summarize_games(played).model_dump()
+    rows = [
+        a for run_id in run_ids for a in await store.outcomes(run_id, rlad_roles.RladAbstraction)
+    ]
+    rewards = [a.reward for a in rows if a.reward is not None]
+    gains = [a.improvement for a in rows if a.improvement is not None]
+    return {
+        "games": len(run_ids),
+        "abstractions": len(rows),
+        "leaked": sum(bool(a.leaked) for a in rows),
+        "mean_reward": sum(rewards) / len(rewards) if rewards else None,
+        "mean_improvement": sum(gains) / len(gains) if gains else None,
+    }
+
+
+async def _export(
+    env: CampaignEnv, campaign: Campaign, config: CampaignConfig, row: CampaignRound, token: str
+) -> None:
+    spec = KINDS[config.kind]
+    datasets: dict[str, Any] = {}
+    for kind, model in config.trained_models().items():
+        out = campaign_dir(campaign.id) / f"round-{row.round}" / kind
+        filters = ExportFilters(pattern=spec.pattern, run_ids=list(row.run_ids))
+        manifest = await export_dataset(env.store, kind, filters, out)
+        datasets[model] = {
+            "kind": kind,
+            "path": str(out / "data.jsonl"),
+            "records": manifest.records,
+            "sha256": manifest.data_sha256,
+            "skipped": manifest.skipped,
+        }
+        env.say(f"round {row.round}: {kind} dataset, {manifest.records} records")
+    await repo.update_round(env.store, campaign.id, row.round, token, datasets=datasets)
+
+
+_children: list[subprocess.Popen[bytes]] = []
+"""Training processes this process launched, reaped as they end."""
+
+
+async def _train(
+    env: CampaignEnv, campaign: Campaign, config: CampaignConfig, row: CampaignRound, token: str
+) -> None:
+    """Train each role with data, one after another (one machine's cores or GPU at a time);
+    pending while a training runs."""
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+    fresh = await repo.get_campaign(env.store, campaign.id)
+    trainings = dict(row.training_runs)
+    versions = dict(row.versions)
+    for model, dataset in row.datasets.items():
+        if model in versions:
+            continue
+        if not dataset["records"]:
+            trainings[model] = {"skipped": "the round's games gave no training records"}
+            continue
+        rl = RLConfig.model_validate(
+            {
+                **config.train,
+                "data": dataset["path"],
+                "base": fresh.versions.get(model, config.base),
+                "name": version_name(campaign, model, row.round),
+                "role": model,
+                "recipe": KINDS[config.kind].recipe,
+            }
+        )
+        key = f"campaign:{campaign.id}:r{row.round}:{model}"
+        entry = dict(trainings.get(model, {}))
+        if "id" in entry:
+            # Polled every few seconds while it trains: read the run, not the dataset, which
+            # submit_training would read and hash again each time.
+            launched = await jobs.refresh_status(
+                env.store,
+                await model_versions.get_training_run(env.store, entry["id"]),
+                config.launcher,
+            )
+            if _is_live(launched):
+                raise StepPending(f"training {launched.model_name}", retry_in_s=env.poll_s)
+        try:
+            sub = await jobs.submit_training(
+                env.store, "rl", rl, key=key, resume=None, options=config.launcher
+            )
+        except (jobs.JobConflict, model_versions.ModelVersionExists) as exc:
+            raise CampaignError(f"round {row.round}: cannot train {model}: {exc}") from None
+        entry["id"] = sub.run.id
+        if sub.action == "done":
+            versions[model] = sub.run.model_name
+            entry["status"] = "succeeded"
+            trainings[model] = entry
+            env.say(f"round {row.round}: trained {sub.run.model_name}")
+            continue
+        if sub.action in ("start", "resume"):
+            attempts = int(entry.get("attempts", 0))
+            if sub.action == "resume" and sub.run.status == "failed" and attempts >= TRAIN_ATTEMPTS:
+                await repo.update_round(
+                    env.store, campaign.id, row.round, token, training_runs=trainings
+                )
+                raise CampaignError(
+                    f"round {row.round}: training {model} failed {attempts} times: "
+                    f"{sub.run.error}; `thinktank campaign resume {campaign.name}` tries again"
+                )
+            await _launch(env, sub.run, config)
+            entry["attempts"] = attempts + 1
+            env.say(f"round {row.round}: training {model} → {sub.run.model_name} ({sub.run.id})")
+        entry["status"] = "running"
+        trainings[model] = entry
+        await repo.update_round(
+            env.store, campaign.id, row.round, token, training_runs=trainings, versions=versions
+        )
+        raise StepPending(f"training {sub.run.model_name}", retry_in_s=env.poll_s)
+    await repo.update_round(
+        env.store, campaign.id, row.round, token, training_runs=trainings, versions=versions
+    )
+
+
+def _is_live(run: Any) -> bool:
+    """Launched and not ended, once refresh_status has settled a dead job: a local job by its
+    process, a Ray job by the campaign's Ray job server. A Ray job has no pid until it starts,
+    so it counts by its stored status, which is still queued or running only while its newest
+    attempt runs (or while the job server cannot be reached)."""
+    if run.status not in ("queued", "running"):
+        return False
+    return run.pid is not None or run.launcher == "ray"
+
+
+async def _launch(env: CampaignEnv, run: Any, config: CampaignConfig) -> None:
+    try:
+        job = await jobs.launch_run(
+            env.store, run, database_url=env.database_url, options=config.launcher, detach=True
+        )
+    except jobs.JobConflict as exc:
+        raise CampaignError(str(exc)) from None
+    if not isinstance(job, str):  # a Ray job is the cluster's to reap
+        _children.append(job)
+
+
+async def _serve(
+    env: CampaignEnv, campaign: Campaign, config: CampaignConfig, row: CampaignRound, token: str
+) -> None:
+    """Each new version answers a one-token probe from the backend of its role, which loads
+    the adapter by name; then the campaign's current versions include it."""
+    served: dict[str, Any] = {}
+    for model, version in row.versions.items():
+        backend = env.models.get(model)
+        request = ModelRequest(
+            messages=[ChatMessage(role="user", content="Reply with OK.")],
+            params=SamplingParams(max_tokens=1, temperature=0.0),
+            adapter=version,
+            tags={"campaign": campaign.id, "agent": "campaign", "role": "probe", "for": model},
+        )
+        started = time.perf_counter()
+        try:
+            response = await backend.generate(request)
+        except ModelError as exc:
+            raise CampaignError(
+                f"round {row.round}: the backend of {model!r} could not serve {version}: {exc}"
+            ) from None
+        served[model] = {
+            "version": version,
+            "backend": backend.name,
+            "adapter": response.adapter,
+            "latency_s": round(time.perf_counter() - started, 3),
+        }
+        env.say(f"round {row.round}: {model} now answers with {version}")
+    fresh = await repo.get_campaign(env.store, campaign.id)
+    await repo.update_campaign(
+        env.store, campaign.id, token, versions={**fresh.versions, **row.versions}
+    )
+    await repo.update_round(
+        env.store, campaign.id, row.round, token, metrics={**row.metrics, "served": served}
+    )
+
+
+async def _evaluate(
+    env: CampaignEnv, campaign: Campaign, config: CampaignConfig, row: CampaignRound, token: str
+) -> None:
+    fresh = await repo.get_campaign(env.store, campaign.id)
+    adapters = dict(fresh.versions)
+    name = f"campaign-{campaign.id}-r{row.round}"
+    progress = _eval_progress(env, row.round)
+    if config.kind == "spc":
+        critic = config.trained_models()["spc-critic"]
+        options = {k: v for k, v in config.eval.items() if k not in CriticEvalConfig.model_fields}
+        settings = {k: v for k, v in config.eval.items() if k in CriticEvalConfig.model_fields}
+        result, _ = await evaluate_critic(
+            env.store,
+            env.models,
+            env.database_url,
+            CriticEvalConfig(
+                **{"mode": "fast", "max_tokens": 256, **settings},
+                source=config.eval_source(),
+                limit=config.eval_limit,
+                judge_model=critic,
+                options={**options, "adapters": adapters},
+                name=name,
+                concurrency=config.concurrency,
+            ),
+            on_progress=progress,
+        )
+        report = result.report
+        metrics = {
+            "critic_f1": report.average_f1,
+            "error_accuracy": report.overall.error_accuracy,
+            "correct_accuracy": report.overall.correct_accuracy,
+            "judged": report.overall.samples,
+            "subsets": [s.model_dump() for s in report.subsets],
+            "mean_tokens": result.mean_tokens,
+            "evaluation": result.name,
+            "critic_version": adapters.get(critic),
+        }
+    else:
+        summary, _ = await evaluate_patterns(
+            env.store,
+            env.models,
+            env.database_url,
+            EvalConfig(
+                patterns=["rlad"],
+                source=config.eval_source(),
+                limit=config.eval_limit,
+                seed=config.seed,
+                options={"rlad": {**config.game, **config.eval, "adapters": adapters}},
+                name=name,
+                concurrency=config.concurrency,
+            ),
+            on_progress=progress,
+        )
+        pattern = summary.patterns[0]
+        metrics = {
+            "solve_rate": pattern.accuracy,
+            "solved": pattern.correct,
+            "problems": pattern.problems,
+            "mean_tokens": pattern.mean_tokens,
+            "evaluation": summary.name,
+        }
+    metrics["versions"] = adapters
+    await repo.update_round(
+        env.store, campaign.id, row.round, token, metrics={**row.metrics, "eval": metrics}
+    )
+    env.say(f"round {row.round}: evaluated {_headline(config.kind, metrics)}")
+
+
+def _eval_progress(env: CampaignEnv, round_: int) -> Callable[[Any], None]:
+    def show(progress: Any) -> None:
+        if progress.last is not None:
+            env.say(f"round {round_}: evaluated {progress.ended}/{progress.total}")
+
+    return show
+
+
+def _headline(kind: str, metrics: dict[str, Any]) -> str:
+    if kind == "spc":
+        f1 = metrics.get("critic_f1")
+        return f"critic F1 {f1:.3f}" if f1 is not None else "critic F1 n/a"
+    rate = metrics.get("solve_rate")
+    return f"solve rate {rate:.3f}" if rate is not None else "solve rate n/a"
+
+
+STEPS = {
+    "play": _play,
+    "export": _export,
+    "train": _train,
+    "serve": _serve,
+    "evaluate": _evaluate,
+}
