@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from store.runs import Store
 from store.tables.campaigns import Campaign, CampaignRound
+from store.tables.runs import utcnow
 
 
 class CampaignNotFound(LookupError):
@@ -30,10 +31,6 @@ class CampaignNameTaken(ValueError):
 
 class DriverReplaced(RuntimeError):
     """This driver's token is no longer the campaign's: another driver advances it now."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_token() -> str:
@@ -161,7 +158,7 @@ async def update_round(
 
 
 async def heartbeat(store: Store, campaign_id: str, token: str) -> None:
-    await update_campaign(store, campaign_id, token, heartbeat_at=_now())
+    await update_campaign(store, campaign_id, token, heartbeat_at=utcnow())
 
 
 async def take_over(
@@ -180,14 +177,14 @@ async def take_over(
         status="running",
         error=None,
         finished_at=None,
-        heartbeat_at=_now(),
+        heartbeat_at=utcnow(),
     )
     return token
 
 
 async def stalled_campaigns(store: Store, *, stale_after_s: float, driver: str) -> list[Campaign]:
     """Running campaigns of ``driver`` whose driver has not been heard of for a while."""
-    cutoff = _now() - timedelta(seconds=stale_after_s)
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
     query = select(Campaign).where(
         Campaign.status.in_(("queued", "running")),
         Campaign.driver == driver,

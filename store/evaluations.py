@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -10,15 +9,12 @@ from sqlalchemy.exc import IntegrityError
 
 from store.runs import Store
 from store.tables.evaluations import Evaluation, EvaluationItem
+from store.tables.runs import utcnow
 
 
 class EvaluationNotFound(LookupError):
     def __str__(self) -> str:
         return f"no evaluation named {self.args[0]!r}"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def find_evaluation(store: Store, name: str) -> Evaluation | None:
@@ -62,7 +58,7 @@ async def set_evaluation_status(
     if summary is not None:
         values["summary"] = summary
     if status != "running":
-        values["finished_at"] = _now()
+        values["finished_at"] = utcnow()
     async with store.session() as session, session.begin():
         await session.execute(
             update(Evaluation).where(Evaluation.id == evaluation_id).values(**values)
@@ -129,5 +125,5 @@ async def finish_item(store: Store, item_id: int, **values: Any) -> None:
         await session.execute(
             update(EvaluationItem)
             .where(EvaluationItem.id == item_id)
-            .values(**values, finished_at=_now())
+            .values(**values, finished_at=utcnow())
         )

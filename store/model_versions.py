@@ -8,7 +8,6 @@ never replaced. Adapters live under the data directory, ``models/adapters/<name>
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agents.paths import data_dir
 from store.runs import Store
+from store.tables.runs import utcnow
 from store.tables.training import ModelVersion, TrainingRun
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -58,10 +58,6 @@ def check_model_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _taken_names(store: Store, prefix: str) -> set[str]:
@@ -207,7 +203,7 @@ async def record_launch(
 async def mark_training_started(
     store: Store, run_id: str, *, pid: int, host: str, launcher: str
 ) -> None:
-    now = _now()
+    now = utcnow()
     await update_training_run(
         store,
         run_id,
@@ -223,13 +219,13 @@ async def mark_training_started(
 
 
 async def record_progress(store: Store, run_id: str, progress: dict[str, Any]) -> None:
-    await update_training_run(store, run_id, progress=progress, heartbeat_at=_now())
+    await update_training_run(store, run_id, progress=progress, heartbeat_at=utcnow())
 
 
 async def finish_training_run(
     store: Store, run_id: str, status: str, *, error: str | None = None
 ) -> None:
-    await update_training_run(store, run_id, status=status, error=error, finished_at=_now())
+    await update_training_run(store, run_id, status=status, error=error, finished_at=utcnow())
 
 
 # --- model versions ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Insert, and_, func, insert, or_, select, update
@@ -21,7 +21,7 @@ from store import metrics
 from store.bus import EventBus
 from store.db import is_transient, sessionmaker, sync_twin
 from store.outcomes import outcome_table
-from store.tables.runs import Base, Event, Run, Turn, new_run_id
+from store.tables.runs import Base, Event, Run, Turn, new_run_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,6 @@ def without_nul(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nul(v) for v in value]
     return value
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def turn_record(row: Turn) -> TurnRecord:
@@ -232,7 +228,7 @@ class Store:
                         api_key_id=api_key_id,
                         cancel_requested=False,
                         attempts=0,
-                        enqueued_at=_now(),  # its creator enqueues it next
+                        enqueued_at=utcnow(),  # its creator enqueues it next
                     )
                 )
             )
@@ -307,7 +303,7 @@ class Store:
         if run.status == "queued":
             error = "cancelled before it started"
             await self._update_run(
-                run_id, cancel_requested=True, status="cancelled", finished_at=_now(), error=error
+                run_id, cancel_requested=True, status="cancelled", finished_at=utcnow(), error=error
             )
             # no worker will run it, so its event stream ends here
             await self.emit(run_id, "run_finished", {"status": "cancelled", "error": error})
@@ -331,7 +327,7 @@ class Store:
 
         One conditional UPDATE, so of two workers racing for a run exactly one wins.
         """
-        now = _now()
+        now = utcnow()
         # Not even ``owner`` itself may claim a run it holds: two deliveries of one run to
         # two threads of one worker must not both execute it.
         holders = [Run.lease_owner.is_(None)]
@@ -361,7 +357,7 @@ class Store:
         statement = (
             update(Run)
             .where(Run.id == run_id, Run.lease_owner == owner, Run.status == "running")
-            .values(lease_expires_at=_now() + timedelta(seconds=lease_s))
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
         )
         result = await self._write(lambda connection: connection.execute(statement))
         return result.rowcount == 1
@@ -385,7 +381,7 @@ class Store:
 
         Each run is marked with a conditional UPDATE, so of several reapers one enqueues it.
         """
-        now = _now()
+        now = utcnow()
         stale = now - timedelta(seconds=requeue_after_s)
         lease_gone = or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now)
         due = or_(
@@ -431,7 +427,7 @@ class Store:
             error=error,
             prompt_tokens=prompt,
             completion_tokens=completion,
-            finished_at=_now(),
+            finished_at=utcnow(),
             lease_owner=None,
             lease_expires_at=None,
         )

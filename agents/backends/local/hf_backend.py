@@ -80,15 +80,15 @@ from agents.backends.local.hf_batching import (
 )
 from agents.backends.local.hf_rows import (
     ChosenLogprobs,
-    FinishReason,
     Row,
     RowResult,
     RowsStreamer,
     RowStopper,
     RowText,
+    row_completion,
+    row_logprobs,
 )
 from agents.backends.local.hf_weights import LoadedModel, load_transformers
-from agents.backends.local.text import cut_at_stop
 from agents.backends.lora import AdapterSet
 from agents.model import (
     Completion,
@@ -96,7 +96,6 @@ from agents.model import (
     ModelRequest,
     ModelResponse,
     TextCallback,
-    TokenLogprob,
 )
 
 ProgressCallback = Callable[[str], None]
@@ -186,46 +185,6 @@ class TransformersBackend:
                 retryable=False,
             )
 
-    def _logprobs(
-        self,
-        loaded: LoadedModel,
-        logits: Sequence[torch.Tensor],
-        index: int,
-        tokens: list[int],
-        k: int,
-    ) -> list[TokenLogprob]:
-        """Chosen-token and top-k log-probabilities from the raw logits of one row."""
-        if not tokens:
-            return []
-        steps = torch.stack([logits[step][index] for step in range(len(tokens))]).float()
-        logprobs = torch.log_softmax(steps, dim=-1)
-        chosen = logprobs.gather(1, torch.tensor(tokens).unsqueeze(1)).squeeze(1).tolist()
-        top_values, top_ids = logprobs.topk(k, dim=-1)
-        result = []
-        for step, token in enumerate(tokens):
-            top = self._named_alternatives(
-                loaded, top_ids[step].tolist(), top_values[step].tolist()
-            )
-            result.append(
-                TokenLogprob(token=loaded.tokenizer.decode([token]), logprob=chosen[step], top=top)
-            )
-        return result
-
-    @staticmethod
-    def _named_alternatives(
-        loaded: LoadedModel, ids: list[int], values: list[float]
-    ) -> dict[str, float]:
-        """Top-k as text -> logprob; ids that decode alike (partial UTF-8) keep their raw name."""
-        named: dict[str, float] = {}
-        for token_id, value in zip(ids, values, strict=True):
-            key = loaded.tokenizer.decode([token_id])
-            if key in named:
-                key = loaded.tokenizer.convert_ids_to_tokens(token_id)
-            if key in named:
-                key = f"{key}#{token_id}"
-            named[key] = value
-        return named
-
     def _run_rows(
         self,
         loaded: LoadedModel,
@@ -295,37 +254,15 @@ class TransformersBackend:
             tokens = generated[index][:length]
             logprobs = None
             if row.top_logprobs:
-                logprobs = self._logprobs(loaded, output.logits, index, tokens, row.top_logprobs)
+                logprobs = row_logprobs(loaded, output.logits, index, tokens, row.top_logprobs)
             self.stats.completion_tokens += len(tokens)
-            completion = self._row_completion(
+            completion = row_completion(
                 loaded, row, tokens, stopper.reason[index], logprobs, chosen.of(index, len(tokens))
             )
             results.append(RowResult(completion, tokens))
             if texts and index in texts:
                 texts[index].finish(completion.text)
         return results
-
-    @staticmethod
-    def _row_completion(
-        loaded: LoadedModel,
-        row: Row,
-        tokens: list[int],
-        reason: FinishReason | None,
-        logprobs: list[TokenLogprob] | None = None,
-        token_logprobs: list[float] | None = None,
-    ) -> Completion:
-        """A row's generated tokens as its completion, cut at its stop strings (the text only:
-        ``token_ids`` keep every token generated and counted)."""
-        text, hit = cut_at_stop(loaded.tokenizer.decode(tokens, skip_special_tokens=True), row.stop)
-        finish: FinishReason = "stop" if hit else (reason or "length")
-        return Completion(
-            text=text,
-            finish_reason=finish,
-            completion_tokens=len(tokens),
-            logprobs=logprobs,
-            token_ids=list(tokens),
-            token_logprobs=token_logprobs,
-        )
 
     # ----------------------------------------------------------------- interjections (worker)
 
@@ -475,7 +412,7 @@ class TransformersBackend:
                     start = stopper.prompt_width
                     tokens = input_ids[i, start : start + (length or 0)].tolist()
                     values = stopper.chosen.of(i, len(tokens)) if stopper.chosen else None
-                    completion = self._row_completion(
+                    completion = row_completion(
                         loaded, rows[i], tokens, stopper.reason[i], token_logprobs=values
                     )
                     if i in texts:

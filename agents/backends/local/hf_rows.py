@@ -19,7 +19,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from agents.backends.local.hf_weights import LoadedModel
 from agents.backends.local.text import cut_at_stop, stable_prefix
-from agents.model import Completion
+from agents.model import Completion, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +249,63 @@ class RowsStreamer(BaseStreamer):
 
     def end(self) -> None:
         """Nothing: the final texts, cut to each row's own limits, come from ``_run_rows``."""
+
+
+def row_logprobs(
+    loaded: LoadedModel,
+    logits: Sequence[torch.Tensor],
+    index: int,
+    tokens: list[int],
+    k: int,
+) -> list[TokenLogprob]:
+    """Chosen-token and top-k log-probabilities from the raw logits of one row."""
+    if not tokens:
+        return []
+    steps = torch.stack([logits[step][index] for step in range(len(tokens))]).float()
+    logprobs = torch.log_softmax(steps, dim=-1)
+    chosen = logprobs.gather(1, torch.tensor(tokens).unsqueeze(1)).squeeze(1).tolist()
+    top_values, top_ids = logprobs.topk(k, dim=-1)
+    result = []
+    for step, token in enumerate(tokens):
+        top = named_alternatives(loaded, top_ids[step].tolist(), top_values[step].tolist())
+        result.append(
+            TokenLogprob(token=loaded.tokenizer.decode([token]), logprob=chosen[step], top=top)
+        )
+    return result
+
+
+def named_alternatives(
+    loaded: LoadedModel, ids: list[int], values: list[float]
+) -> dict[str, float]:
+    """Top-k as text -> logprob; ids that decode alike (partial UTF-8) keep their raw name."""
+    named: dict[str, float] = {}
+    for token_id, value in zip(ids, values, strict=True):
+        key = loaded.tokenizer.decode([token_id])
+        if key in named:
+            key = loaded.tokenizer.convert_ids_to_tokens(token_id)
+        if key in named:
+            key = f"{key}#{token_id}"
+        named[key] = value
+    return named
+
+
+def row_completion(
+    loaded: LoadedModel,
+    row: Row,
+    tokens: list[int],
+    reason: FinishReason | None,
+    logprobs: list[TokenLogprob] | None = None,
+    token_logprobs: list[float] | None = None,
+) -> Completion:
+    """A row's generated tokens as its completion, cut at its stop strings (the text only:
+    ``token_ids`` keep every token generated and counted)."""
+    text, hit = cut_at_stop(loaded.tokenizer.decode(tokens, skip_special_tokens=True), row.stop)
+    finish: FinishReason = "stop" if hit else (reason or "length")
+    return Completion(
+        text=text,
+        finish_reason=finish,
+        completion_tokens=len(tokens),
+        logprobs=logprobs,
+        token_ids=list(tokens),
+        token_logprobs=token_logprobs,
+    )

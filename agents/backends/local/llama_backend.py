@@ -38,10 +38,10 @@ from agents.backends.local.llama_engine import (
     EngineClosed,
     Job,
     LlamaEngine,
-    LlamaModel,
     PromptTooLong,
     SampleResult,
 )
+from agents.backends.local.llama_model import LlamaModel
 from agents.backends.local.llama_weights import compute_file
 from agents.backends.local.lora_gguf import AdapterConversionError, convert_adapter
 from agents.backends.lora import AdapterSet

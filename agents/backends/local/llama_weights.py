@@ -20,7 +20,7 @@ from pathlib import Path
 import llama_cpp as lc
 
 from agents.backends.local.config import ComputeWeights
-from agents.backends.local.llama_engine import init_backend
+from agents.backends.local.llama_model import init_backend
 
 
 def cpu_has_bf16() -> bool:
