@@ -62,13 +62,14 @@ MAKE_RUN_EXAMPLE = (
 def test_make_runs_example_is_solved_by_a_discussion_on_the_default_model(
     tmp_path: Path,
 ) -> None:
-    """What `make run` does on a fresh machine: the embedded default model (Qwen2.5-Coder-0.5B
-    on llama.cpp) discusses the example and answers 29, the conversation printed live."""
+    """What `make run` does on a fresh machine (the Makefile's command): the embedded default
+    model (Qwen2.5-Coder-0.5B on llama.cpp) discusses the example and answers 29, the
+    conversation printed live."""
     env = {**os.environ, "THINKTANK_HOME": str(tmp_path), "COLUMNS": "120"}
     env.pop("THINKTANK_MODELS__DEFAULT", None)
     solved = run_cli(
         env, "solve", MAKE_RUN_EXAMPLE, "--pattern", "discussion", "--agents", "3",
-        "--max-rounds", "2", timeout=600,
+        "--max-rounds", "2", "--temperature", "0", timeout=600,
     )  # fmt: skip
     assert solved.returncode == 0, solved.stdout + solved.stderr
     out = solved.stdout

@@ -198,6 +198,7 @@ def fake_entry(
         (folder / f"part{index:02d}.bin").write_bytes(data)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setenv("THINKTANK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("THINKTANK_MODELS_DIR", str(tmp_path / "home" / "models" / "gguf"))
     whole = b"".join(parts)
     return BaseModelEntry(
         name="fake",
