@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.backends.local import LocalBackend, default_threads
 from agents.backends.local.config import LocalModelConfig
+from agents.backends.local.hf_backend import TransformersBackend as LocalBackend
+from agents.backends.local.hf_weights import default_threads
 from agents.model import ChatMessage, ModelRequest, ModelResponse, SamplingParams
 
 TOPICS = [
@@ -73,7 +74,12 @@ async def concurrently(backend: LocalBackend, requests: list[ModelRequest]) -> t
 
 
 async def main(args: argparse.Namespace) -> None:
-    config = LocalModelConfig(max_batch_size=args.requests, threads=args.threads)
+    config = LocalModelConfig(
+        model="smollm2-135m",
+        engine="transformers",
+        max_batch_size=args.requests,
+        threads=args.threads,
+    )
     backend = LocalBackend(config, on_progress=lambda message: print(f"  [{message}]"))
     requests = make_requests(args.requests, args.max_tokens)
     try:
