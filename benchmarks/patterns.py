@@ -76,11 +76,35 @@ def evaluations(selected: list[str], cap: int) -> list[tuple[str, dict[str, dict
     return plan
 
 
+def plot(rows: list[tuple[str, float, float, float, float]], path: Path, title: str) -> None:
+    """Every pattern of both evaluations on one accuracy-vs-tokens plot, one colour each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(8, 5))
+    for label, tokens, accuracy, low, high in sorted(rows, key=lambda r: r[1]):
+        errors = [[100 * (accuracy - low)], [100 * (high - accuracy)]]
+        axes.errorbar([tokens], [100 * accuracy], yerr=errors, fmt="o", capsize=4, label=label)
+    axes.legend(fontsize=9, loc="upper right")
+    axes.set_xlabel("generated tokens per problem (mean)")
+    axes.set_ylabel("accuracy, % (95% Wilson interval)")
+    axes.set_ylim(-5, 105)
+    axes.set_xlim(left=0)
+    axes.grid(alpha=0.3)
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
 async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{out / 'patterns.db'}")
     await migrate(engine)
     store = Store(engine)
     models = ModelRouter()
+    rows: list[tuple[str, float, float, float, float]] = []
     try:
         for name, options in evaluations(args.patterns.split(","), args.cap):
             config = EvalConfig(
@@ -99,6 +123,15 @@ async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
             print(table)
             print(f"[{name}: {wall:.0f} s wall, load average {os.getloadavg()[0]:.2f}]", flush=True)
             write_results(summary, items, out / name)
+            for row in summary.patterns:
+                label = "self_consistency n=8" if name == "sc8" else row.pattern
+                if row.pattern == "self_consistency" and name == "main":
+                    label = "self_consistency n=4"
+                if row.accuracy is not None and row.mean_tokens is not None:
+                    interval = (row.ci_low or 0.0, row.ci_high or 0.0)
+                    rows.append((label, row.mean_tokens, row.accuracy, *interval))
+        plot(rows, out / "accuracy_vs_tokens.png", f"{len(rows)} patterns, cap {args.cap}")
+        print(f"plot: {out / 'accuracy_vs_tokens.png'}")
     finally:
         await models.close()
         await store.close()
