@@ -51,7 +51,7 @@ REPLIES = {
 DISCUSSION = {
     "pattern": "discussion",
     "problem": "What is 2+3?",
-    "config": {"max_rounds": 2, "stop_policy": "ceo"},
+    "config": {"max_rounds": 2, "stop_policy": "ceo", "token_menu": [128, 256]},
 }
 
 

@@ -131,6 +131,12 @@ def test_the_runs_table_updates_while_runs_are_going(tmp_path: Path, page: Any) 
 # --- one run -------------------------------------------------------------------------------
 
 
+def top(element: Any) -> float:
+    """Where an element stands in the timeline: its offset, which a scroll of the followed page
+    between two reads cannot move, as it moves on-screen positions."""
+    return element.evaluate("(el) => el.offsetTop")
+
+
 def lane_x(page: Any) -> dict[str, float]:
     """Each lane's left edge, lanes from left to right."""
     heads = page.locator("#timeline .lane-head").all()
@@ -169,7 +175,8 @@ def test_a_run_page_shows_every_turn_in_its_agents_lane_and_the_ceos_decisions(
         )
     # the two critics of one step stand side by side
     critics = page.locator("#timeline .turn[data-role='critic']")
-    assert critics.nth(0).bounding_box()["y"] == pytest.approx(critics.nth(1).bounding_box()["y"])
+    tops = critics.evaluate_all("cards => cards.map((card) => card.offsetTop)")
+    assert tops[0] == tops[1], tops
 
     # the CEO's decisions: continue with a team and a budget, then stop
     ceo = page.locator("#timeline .decision[data-by='ceo']")
@@ -182,11 +189,7 @@ def test_a_run_page_shows_every_turn_in_its_agents_lane_and_the_ceos_decisions(
     # each decision right after the turn that made it
     ceo_turns = page.locator("#timeline .turn[data-role='ceo']")
     recruiter = page.locator("#timeline .turn[data-role='recruiter']")
-    assert (
-        ceo_turns.nth(0).bounding_box()["y"]
-        < ceo.nth(0).bounding_box()["y"]
-        < recruiter.bounding_box()["y"]
-    )
+    assert top(ceo_turns.nth(0)) < top(ceo.nth(0)) < top(recruiter)
     critics_said = page.locator("#timeline .decision[data-by='critics']")
     assert "the solver revises" in critics_said.nth(0).inner_text()
     assert "no revision" in critics_said.nth(1).inner_text()
@@ -399,8 +402,13 @@ def test_a_majority_vote_shows_its_count_and_the_samples_side_by_side(
     vote.wait_for()
     assert "majority: 5" in vote.inner_text()
     assert list(lane_x(page)) == ["Sampler 0", "Sampler 1", "Sampler 2"]
-    ys = {round(b["y"]) for b in (c.bounding_box() for c in finished_cards(page).all())}
-    assert len(ys) == 1
+    # one read in the page, against the timeline: card by card, a scroll of the followed page
+    # between two reads moved the later ones
+    tops = page.evaluate(
+        """() => [...document.querySelectorAll('#timeline .turn:not(.pending)')]
+            .map((card) => card.offsetTop)"""
+    )
+    assert len(tops) == 3 and len(set(tops)) == 1, tops
 
 
 # --- traces and keys -------------------------------------------------------------------------

@@ -271,6 +271,17 @@ export function runPage(root, runId) {
 
   function addTurn(turn) {
     const laneInfo = lane(turn.agent, turn.role);
+    const shown = cards.get(turn.key);
+    if (shown) {
+      // the same turn from both the event stream and a store read (whichever came first drew
+      // it): renew the card where it stands, never a second card in a row of its own
+      const card = turnCard(turn, laneInfo);
+      card.style.gridColumn = shown.style.gridColumn;
+      card.style.gridRow = shown.style.gridRow;
+      shown.replaceWith(card);
+      cards.set(turn.key, card);
+      return;
+    }
     if (lastRound !== null && turn.round !== lastRound) {
       fullRow(h("div", { class: "round-divider" }, `Round ${turn.round}`));
     }
