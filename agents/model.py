@@ -87,6 +87,9 @@ class ModelResponse(BaseModel):
     model: str = Field(description="the concrete model that answered (weights or endpoint name)")
     adapter: str | None = None
     latency_s: float = 0.0
+    response_id: str | None = Field(
+        None, description="the id the model server gave this reply, where it gives one"
+    )
 
     @property
     def completion_tokens(self) -> int:

@@ -129,6 +129,7 @@ class _StreamSeen:
     """What a chat stream's chunks said besides their text, to assemble a whole reply from."""
 
     model: str | None = None
+    id: str | None = None  # the reply's id, which every chunk repeats
     choices: int = 0  # chunks that carried a choice
     content_chunks: int = 0  # deltas with content, even "" (a held-back stop token), no role
     finish_reason: str | None = None
@@ -137,6 +138,7 @@ class _StreamSeen:
 
     def take(self, chunk: ChatCompletionChunk) -> None:
         self.model = self.model or getattr(chunk, "model", None)
+        self.id = self.id or getattr(chunk, "id", None)
         self.usage = getattr(chunk, "usage", None) or self.usage
         for choice in getattr(chunk, "choices", None) or []:
             if choice.index != 0:
@@ -225,6 +227,7 @@ class OpenAIBackend:
             model=replies[0].model or request.adapter or self.config.model,
             adapter=request.adapter,
             latency_s=time.perf_counter() - started,
+            response_id=replies[0].id or None,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str]:
@@ -320,6 +323,7 @@ class OpenAIBackend:
             model=seen.model or request.adapter or self.config.model,
             adapter=request.adapter,
             latency_s=time.perf_counter() - started,
+            response_id=seen.id,
         )
 
     async def _relay(self, opened: _OpenStream) -> AsyncIterator[str]:
