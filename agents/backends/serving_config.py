@@ -148,7 +148,7 @@ class VLLMLoraSpec(BaseModel):
         if not self.adapters_uri.startswith(("s3://", "gs://", "abfss://", "azure://")):
             raise ValueError(
                 f"adapters_uri {self.adapters_uri!r}: Ray Serve LLM loads adapters only from "
-                "s3://, gs://, abfss:// or azure:// (MinIO serves s3:// in compose)"
+                "s3://, gs://, abfss:// or azure:// (any S3-compatible store serves s3://)"
             )
         return self
 
