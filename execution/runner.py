@@ -55,6 +55,10 @@ class CancelWatch:
 class RunOutcome(dict[str, Any]):
     """status, answer, stop_reason, error and the graph's final state."""
 
+    def stored(self) -> dict[str, Any]:
+        """What the run's row and its ``run_finished`` event keep: all but the state."""
+        return {k: v for k, v in self.items() if k != "state"}
+
 
 async def submit_run(store: Store, pattern: str, problem: str, config: dict[str, Any]) -> str:
     """Validate the pattern's config and store a queued run; returns its id.
@@ -208,7 +212,10 @@ async def execute_run(
                     raise RunInterrupted(f"database unreachable: {exc}") from exc
                 raise
             finally:
-                keeper.cancel()
+                await _stop(keeper)
+            # Finished only once the keeper has stopped: a renewal refused because the run
+            # had just ended would otherwise cancel the finishing half-way.
+            await _record_finish(store, run_id, owner, outcome)
             observed.finish(outcome)
         return outcome
     except RunInterrupted:
@@ -264,18 +271,16 @@ async def _execute(
         try:
             state = await graph.ainvoke(initial, thread, context=context, durability="sync")
         except RunCancelled as exc:
-            return await _finish(store, run_id, "cancelled", error=str(exc))
+            return _outcome("cancelled", error=str(exc))
         except ModelError as exc:
-            return await _finish(store, run_id, "failed", error=f"model call failed: {exc}")
+            return _outcome("failed", error=f"model call failed: {exc}")
         except Exception as exc:
             if any(is_transient(e) for e in _chain(exc)):
                 raise  # not the run's fault: execute_run leaves it to be resumed
             # anything else fails the run with its reason; the traceback goes to logs
             traceback.print_exc()
-            return await _finish(store, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-    return await _finish(
-        store,
-        run_id,
+            return _outcome("failed", error=f"{type(exc).__name__}: {exc}")
+    return _outcome(
         "succeeded",
         answer=state.get("answer"),
         stop_reason=state.get("stop_reason"),
@@ -283,9 +288,20 @@ async def _execute(
     )
 
 
-async def _finish(
-    store: Store,
-    run_id: str,
+async def _record_finish(store: Store, run_id: str, owner: str, outcome: RunOutcome) -> None:
+    """Store how the run ended and its ``run_finished`` event, together; only while
+    ``owner`` still holds the lease, so a worker that lost the run does not finish it too."""
+    try:
+        finished = await store.finish_run(run_id, owner=owner, **outcome.stored())
+    except Exception as exc:
+        if any(is_transient(e) for e in _chain(exc)):
+            raise RunInterrupted(f"database unreachable: {exc}") from exc
+        raise
+    if not finished:
+        raise RunInterrupted(f"run {run_id} was taken over by another worker")
+
+
+def _outcome(
     status: str,
     *,
     answer: str | None = None,
@@ -293,14 +309,16 @@ async def _finish(
     error: str | None = None,
     state: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    await store.finish_run(
-        run_id, status=status, answer=answer, stop_reason=stop_reason, error=error
-    )
-    outcome = RunOutcome(
+    """How the graph ended; :func:`execute_run` records it once the lease keeper is stopped."""
+    return RunOutcome(
         status=status, answer=answer, stop_reason=stop_reason, error=error, state=state or {}
     )
-    await store.emit(run_id, "run_finished", {k: v for k, v in outcome.items() if k != "state"})
-    return outcome
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has stopped (it may be mid-renewal)."""
+    task.cancel()
+    await asyncio.wait([task])  # unlike awaiting it, lets a cancel of the caller through
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

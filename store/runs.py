@@ -300,14 +300,15 @@ class Store:
         run = await self.get_run(run_id)
         if run.status in TERMINAL:
             return run
-        if run.status == "queued":
-            error = "cancelled before it started"
-            await self._update_run(
-                run_id, cancel_requested=True, status="cancelled", finished_at=utcnow(), error=error
-            )
-            # no worker will run it, so its event stream ends here
-            await self.emit(run_id, "run_finished", {"status": "cancelled", "error": error})
-        else:
+        # No worker will run a queued run, so its event stream ends here; one a worker
+        # claimed meanwhile is asked to stop instead, and that worker finishes it.
+        if run.status != "queued" or not await self.finish_run(
+            run_id,
+            status="cancelled",
+            error="cancelled before it started",
+            only_if_status="queued",
+            cancel_requested=True,
+        ):
             await self._update_run(run_id, cancel_requested=True)
         return await self.get_run(run_id)
 
@@ -417,20 +418,57 @@ class Store:
         answer: str | None = None,
         stop_reason: str | None = None,
         error: str | None = None,
-    ) -> None:
-        prompt, completion = await self.token_totals(run_id)
-        await self._update_run(
-            run_id,
-            status=status,
-            answer=answer,
-            stop_reason=stop_reason,
-            error=error,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            finished_at=utcnow(),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+        owner: str | None = None,
+        only_if_status: str | None = None,
+        cancel_requested: bool | None = None,
+    ) -> bool:
+        """Record how a run ended and end its event stream, in one transaction: the outcome,
+        its token totals, the released lease and the ``run_finished`` event commit together
+        or not at all, so no reader ever sees a finished run whose stream is still open.
+
+        ``owner``: only while that worker holds the lease (a worker that lost its run to
+        another must not finish it too); ``only_if_status``: only from that status. Returns
+        whether the run was finished; when not, nothing was written.
+        """
+        where = [Run.id == run_id]
+        if owner is not None:
+            where.append(Run.lease_owner == owner)
+        if only_if_status is not None:
+            where.append(Run.status == only_if_status)
+        extra = {} if cancel_requested is None else {"cancel_requested": cancel_requested}
+        payload = {"status": status, "answer": answer, "stop_reason": stop_reason, "error": error}
+        totals = select(
+            func.coalesce(func.sum(Turn.prompt_tokens), 0),
+            func.coalesce(func.sum(Turn.completion_tokens), 0),
+        ).where(Turn.run_id == run_id)
+
+        def write(connection: Connection) -> int | None:
+            prompt, completion = connection.execute(totals).one()
+            result = connection.execute(
+                update(Run)
+                .where(*where)
+                .values(
+                    status=status,
+                    answer=answer,
+                    stop_reason=stop_reason,
+                    error=error,
+                    prompt_tokens=int(prompt),
+                    completion_tokens=int(completion),
+                    finished_at=utcnow(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    **extra,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            return insert_event(connection, run_id, "run_finished", payload)
+
+        event_id = await self._write(write)
+        if event_id is None:
+            return False
+        await self._publish(run_id, event_id, "run_finished", payload)
+        return True
 
     # --- turns ---------------------------------------------------------------------------
 

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import update
 
+from agents.backends.scripted import ScriptedBackend
+from agents.model_map import ModelRouter
+from execution.runner import execute_run, submit_run
+from services.api.runs import stream_events
+from store.bus import InMemoryBus
 from store.runs import Store
 from store.tables.runs import Run
 
@@ -82,3 +89,41 @@ async def test_abandoned_and_forgotten_runs_are_enqueued_again_once(any_store: S
     # enqueued again now: a second reaper, or the next pass, leaves them alone
     assert await any_store.requeue_due(requeue_after_s=600) == []
     assert fresh.id not in due and busy.id not in due
+
+
+async def test_a_run_that_finishes_as_its_lease_is_renewed_still_ends_its_stream(
+    store: Store, sqlite_url: str
+) -> None:
+    """Renewals every few milliseconds: many fall just after a run's outcome is written. The
+    keeper must not take such a run for lost and cut its finishing short: every run ends
+    succeeded, with ``run_finished`` as its last event, and a client's stream of it closes."""
+    model = ScriptedBackend({"solver": ["2 + 2 = \\boxed{4}"]})
+    run_ids = [await submit_run(store, "single", f"2+2? ({i})", {}) for i in range(RACED_RUNS)]
+    for run_id in run_ids:
+        outcome = await execute_run(
+            run_id,
+            store=store,
+            models=ModelRouter.single(model),
+            database_url=sqlite_url,
+            lease_s=0.006,
+        )
+        assert (outcome["status"], outcome["answer"]) == ("succeeded", "4")
+
+    services = SimpleNamespace(store=store, bus=InMemoryBus())
+    for run_id in run_ids:
+        run = await store.get_run(run_id)
+        assert (run.status, run.lease_owner) == ("succeeded", None)
+        events = await store.events_after(run_id)
+        assert events[-1].type == "run_finished", [e.type for e in events]
+        assert events[-1].payload["status"] == "succeeded"
+        assert [e.type for e in events].count("run_finished") == 1
+        streamed = await asyncio.wait_for(_streamed(services, run_id), timeout=10)
+        assert streamed[-1] == "run_finished"
+
+
+RACED_RUNS = 40
+
+
+async def _streamed(services: Any, run_id: str) -> list[str]:
+    """The event types a client of ``GET /v1/runs/{id}/events`` receives, to the stream's end."""
+    return [event.event async for event in stream_events(services, run_id, 0)]
