@@ -6,6 +6,8 @@ workers call too, and prints. Bad input is one line and exit status 2 (services.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 import typer
 
 from services.cli import (
@@ -27,6 +29,34 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def installed_version() -> str:
+    try:
+        return version("thinktank")
+    except PackageNotFoundError:  # run from a checkout that pip never installed
+        return "unknown (not installed)"
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(f"thinktank {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the installed version and exit.",
+    ),
+) -> None:
+    """thinktank: several LLM agents reasoning together, every word stored."""
+
+
 app.add_typer(solve.app)  # solve, patterns
 app.add_typer(runs.app, name="runs")
 app.add_typer(db.app, name="db")

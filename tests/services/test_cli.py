@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,10 @@ def test_a_model_call_tried_again_is_shown_with_its_reason(env: dict[str, str]) 
     assert "Solver: try 1 of 3 failed (ModelError: " in result.stdout
     assert "injected failure" in result.stdout and "trying again in" in result.stdout
     assert "answer: 7" in result.stdout
+
+
+def test_version_prints_the_installed_package_version(env: dict[str, str]) -> None:
+    result = run_cli(env, "--version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"thinktank {version('thinktank')}"
