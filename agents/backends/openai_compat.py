@@ -11,9 +11,15 @@ so it is visible and tested:
 - every attempt has a deadline of ``timeout_s`` (a whole-request deadline on top of the HTTP
   client's per-read timeout, so a server that trickles bytes cannot hold a call forever);
 - timeouts, connection errors, HTTP 408, 429 and 5xx are retried up to ``max_retries`` times
-  with exponential backoff and jitter (a ``Retry-After`` header lengthens the wait); any other
-  4xx is the caller's fault and fails at once with ``ModelError(retryable=False)`` carrying the
-  server's message; running out of retries gives ``ModelError(retryable=True)``.
+  with exponential backoff and jitter; any other 4xx is the caller's fault and fails at once
+  with ``ModelError(retryable=False)`` carrying the server's message; running out of retries
+  gives ``ModelError(retryable=True)``;
+- the server has the last word, as with OpenAI's own client: ``x-should-retry: true`` retries
+  any status and ``x-should-retry: false`` none (``ModelError(retryable=False)``: another
+  thinktank's face says so of a run that failed, since a retry would only start another); a
+  wait the server asks for (``retry-after-ms``, else ``retry-after`` in seconds or as an HTTP
+  date) of up to 120 s replaces the backoff, and a longer one is not waited out but fails the
+  call at once (``ModelError(retryable=True)``).
 
 Servers differ in what they honour, and backends ignore nothing silently: an endpoint that
 answers ``n > 1`` with fewer choices (llama.cpp's server drops ``n``) gets the missing samples as
@@ -48,11 +54,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
+import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -102,7 +111,12 @@ class OpenAIModelConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(3, ge=0, description="retries of timeouts, connection errors and 5xx")
     retry_backoff_s: float = Field(0.5, ge=0, description="first backoff; doubles each retry")
-    retry_backoff_max_s: float = Field(30.0, ge=0, description="longest single wait between tries")
+    retry_backoff_max_s: float = Field(
+        30.0,
+        ge=0,
+        description="longest backoff between tries; a server's Retry-After of up to 120 s is "
+        "waited as asked",
+    )
     stream_without_usage: bool = Field(
         False,
         description="keep streaming live text to an endpoint that reports no token usage in "
@@ -115,6 +129,11 @@ class OpenAIModelConfig(BaseModel):
     )
 
 
+# As OpenAI's client: a server's requested wait up to this long is waited out; a longer one
+# means "not now", and the call fails instead of holding its caller for minutes.
+MAX_RETRY_AFTER_S = 120.0
+
+
 @dataclass
 class _Failure:
     """One failed attempt, classified: may another attempt help, and what to tell the caller."""
@@ -122,6 +141,10 @@ class _Failure:
     retryable: bool
     description: str
     retry_after_s: float | None = None
+    # what the error says happened, when not retried: the caller's fault unless the server
+    # said otherwise, and then whether a call made later may succeed
+    verdict: str = "rejected the request"
+    later_may_help: bool = False
 
 
 @dataclass
@@ -437,7 +460,8 @@ class OpenAIBackend:
                 failure = self._classify(exc)
             if not failure.retryable:
                 raise ModelError(
-                    f"{self.endpoint} rejected the request: {failure.description}", retryable=False
+                    f"{self.endpoint} {failure.verdict}: {failure.description}",
+                    retryable=failure.later_may_help,
                 ) from error
             if number == attempts:
                 raise ModelError(
@@ -465,21 +489,31 @@ class OpenAIBackend:
             return _Failure(True, f"connection error: {_describe(exc)}")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            retryable = status in (408, 429) or status >= 500
-            retry_after = _retry_after_s(exc) if retryable else None
-            return _Failure(retryable, f"HTTP {status}: {_server_message(exc)}", retry_after)
+            description = f"HTTP {status}: {_server_message(exc)}"
+            headers = exc.response.headers
+            retry_after = _retry_after_s(headers)
+            if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+                verdict = (
+                    f"asked to wait {retry_after:g}s before a retry (over {MAX_RETRY_AFTER_S:g}s)"
+                )
+                return _Failure(False, description, verdict=verdict, later_may_help=True)
+            should_retry = headers.get("x-should-retry")
+            if should_retry == "false":
+                return _Failure(False, description, verdict="said not to retry")
+            retryable = should_retry == "true" or status in (408, 429) or status >= 500
+            return _Failure(retryable, description, retry_after if retryable else None)
         # A reply the SDK could not make sense of: sending it again will not change it.
         return _Failure(False, _describe(exc))
 
     def _backoff_s(self, retry: int, retry_after_s: float | None) -> float:
-        """Exponential backoff with "equal jitter": half fixed, half random, so clients that
-        failed together do not retry together; a server's Retry-After is a floor."""
+        """The wait the server asked for, when it asked for one (see ``MAX_RETRY_AFTER_S``);
+        else exponential backoff with "equal jitter": half fixed, half random, so clients that
+        failed together do not retry together."""
+        if retry_after_s is not None and 0 < retry_after_s <= MAX_RETRY_AFTER_S:
+            return retry_after_s
         cap = self.config.retry_backoff_max_s
         base = min(cap, self.config.retry_backoff_s * 2 ** (retry - 1))
-        delay = base / 2 + random.uniform(0, base / 2)
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, cap))
-        return delay
+        return base / 2 + random.uniform(0, base / 2)
 
     # -- replies --------------------------------------------------------------------------
 
@@ -588,11 +622,26 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return str(message or exc.message)[:1000]
 
 
-def _retry_after_s(exc: openai.APIStatusError) -> float | None:
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked to wait, read as OpenAI's client reads them: ``retry-after-ms``
+    first (more precise), then ``retry-after`` as seconds or as an HTTP date."""
+    for header, unit_s in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * unit_s
+        except ValueError:
+            continue
+        # an overflow to inf reads as "very long"; nan says nothing
+        return None if math.isnan(seconds) else seconds
     try:
-        return float(exc.response.headers.get("retry-after", ""))
-    except ValueError:
-        return None  # absent, or an HTTP date, which no OpenAI-compatible server sends
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after") or "")
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is in GMT even when it does not say so
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
 
 
 def _describe(exc: BaseException) -> str:

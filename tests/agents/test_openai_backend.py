@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
@@ -483,6 +485,101 @@ async def test_empty_choices_is_a_retryable_error(fault: FaultServer) -> None:
     assert caught.value.retryable is True
     assert "no choices" in str(caught.value)
     assert scenario.attempts == 1
+
+
+# -- against the fault server: the server's word on retrying ---------------------------------
+
+
+async def test_x_should_retry_false_stops_the_retry_of_a_5xx(fault: FaultServer) -> None:
+    """Another thinktank's face says this of a failed run: a retry would only start another."""
+    scenario = fault.script(
+        *[Reply("status", 502, "run r1 failed: no answer", headers={"x-should-retry": "false"})] * 3
+    )
+    backend = fault_backend(fault)
+    try:
+        with pytest.raises(ModelError) as caught:
+            await backend.generate(ask("hi"))
+    finally:
+        await backend.close()
+    assert scenario.attempts == 1
+    assert caught.value.retryable is False
+    assert "said not to retry" in str(caught.value) and "run r1 failed" in str(caught.value)
+
+
+async def test_x_should_retry_false_stops_the_retry_of_a_stream(fault: FaultServer) -> None:
+    scenario = fault.script(
+        *[Reply("status", 503, "draining", headers={"x-should-retry": "false"})] * 3
+    )
+    backend = fault_backend(fault)
+    try:
+        with pytest.raises(ModelError) as caught:
+            await backend.generate(ask("hi"), on_text=lambda piece: None)
+    finally:
+        await backend.close()
+    assert scenario.attempts == 1
+    assert caught.value.retryable is False and "draining" in str(caught.value)
+
+
+async def test_x_should_retry_true_retries_a_4xx(fault: FaultServer) -> None:
+    scenario = fault.script(
+        Reply("status", 409, "locked, try again", headers={"x-should-retry": "true"}), Reply()
+    )
+    backend = fault_backend(fault)
+    try:
+        response = await backend.generate(ask("hi"))
+    finally:
+        await backend.close()
+    assert response.completions[0].text == "reply 0"
+    assert scenario.attempts == 2
+
+
+IN_TWO_SECONDS = "an HTTP date two seconds after the request"  # made when the test runs
+
+
+@pytest.mark.parametrize(
+    ("headers", "least_s", "most_s"),
+    [
+        # milliseconds win over seconds, as OpenAI's client reads them
+        ({"retry-after-ms": "300", "retry-after": "20"}, 0.3, 2.0),
+        ({"retry-after": "1"}, 1.0, 2.5),
+        ({"retry-after": IN_TWO_SECONDS}, 0.5, 3.0),
+    ],
+    ids=["retry-after-ms", "retry-after-seconds", "retry-after-date"],
+)
+async def test_the_wait_a_server_asks_for_replaces_the_backoff(
+    fault: FaultServer, headers: dict[str, str], least_s: float, most_s: float
+) -> None:
+    if headers.get("retry-after") == IN_TWO_SECONDS:
+        when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+        headers = {"retry-after": email.utils.format_datetime(when, usegmt=True)}
+    scenario = fault.script(Reply("status", 503, "busy", headers=headers), Reply())
+    # our own backoff would be 5 to 10 s: the measured wait can only be the server's
+    backend = fault_backend(fault, retry_backoff_s=10.0)
+    started = time.perf_counter()
+    try:
+        response = await backend.generate(ask("hi"))
+    finally:
+        await backend.close()
+    elapsed = time.perf_counter() - started
+    assert response.completions[0].text == "reply 0"
+    assert scenario.attempts == 2
+    assert least_s <= elapsed < most_s
+
+
+async def test_a_wait_over_two_minutes_fails_at_once(fault: FaultServer) -> None:
+    scenario = fault.script(*[Reply("status", 429, "quota", headers={"retry-after": "600"})] * 3)
+    backend = fault_backend(fault)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ModelError) as caught:
+            await backend.generate(ask("hi"))
+    finally:
+        await backend.close()
+    assert scenario.attempts == 1
+    assert time.perf_counter() - started < 2
+    # not now, but a later call may succeed
+    assert caught.value.retryable is True
+    assert "wait 600s" in str(caught.value) and "quota" in str(caught.value)
 
 
 # -- against the fault server: client, concurrency, mapping ----------------------------------
