@@ -7,10 +7,17 @@ A run's trace, after the OpenTelemetry GenAI conventions (``gen_ai.*`` attribute
         invoke_agent {agent name}        one turn (agents.calls.ask, agents.genai_spans)
           chat {model}                   the model call; absent when a resumed run replays it
 
+The workflow span carries the pattern as ``gen_ai.agent.name``: the GenAI conventions (v0.1.0
+of their own repository) made the workflow span a kind of internal agent span, its operation
+still ``invoke_workflow``, and record workflows on ``gen_ai.invoke_agent.duration`` too.
+
 Nothing is exported unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set
 and :func:`configure_tracing` was called (the API, ``thinktank solve`` / ``runs resume`` and
 the Celery workers call it); until then the API's no-op tracer makes every span nearly free.
-The standard ``OTEL_*`` variables (headers, service name, resource attributes, sampler) apply.
+The same call installs a meter provider exporting the GenAI metrics (``agents.genai_metrics``)
+over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._METRICS_ENDPOINT``) is set.
+The standard ``OTEL_*`` variables (headers, service name, resource attributes, sampler, metric
+export interval) apply.
 
 Node spans come from wrapping each node's runnable before the graph is compiled, so every
 pattern gets them without touching its module. The wrapper runs inside the node's own asyncio
@@ -28,6 +35,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,10 +51,14 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, format_trace_id
 
 from agents.calls import RunCancelled
+from agents.genai_metrics import metrics_active, record_invocation
 from agents.genai_spans import (
+    AGENT_NAME,
     CONVERSATION_ID,
+    ERROR_TYPE,
     OPERATION,
     ROUND,
+    error_type,
     outcome_span,
     record_error,
     tracing_active,
@@ -60,6 +72,8 @@ except ImportError:  # pragma: no cover - LangGraph moved its internals; the att
 
 if TYPE_CHECKING:
     from langgraph.graph import StateGraph
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
     from store.runs import Store
@@ -68,7 +82,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("thinktank.services")
 
-WORKFLOW_NAME = "gen_ai.workflow.name"
 SESSION_ID = "session.id"
 NODE = "langgraph.node"
 STEP = "langgraph.step"
@@ -84,35 +97,42 @@ NODE_STOPS: tuple[type[BaseException], ...] = (GraphBubbleUp, RunCancelled)
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
+_meter_provider: MeterProvider | None = None
 
 
-def exporter_configured() -> bool:
-    """Whether the environment asks for OTLP trace export."""
+def _exporting(signal: str) -> bool:
+    """Whether the environment asks for OTLP export of ``signal`` (traces, metrics)."""
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+    if os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower() == "none":
         return False
     return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
         or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
 
 
+def exporter_configured() -> bool:
+    """Whether the environment asks for OTLP trace export."""
+    return _exporting("traces")
+
+
 def configure_tracing(service_name: str = "thinktank") -> TracerProvider | None:
     """Install an SDK tracer provider exporting over OTLP/HTTP, when the environment names an
-    endpoint; otherwise do nothing and return None. Safe to call more than once.
+    endpoint; otherwise do nothing and return None. Safe to call more than once. Metrics
+    likewise (see :func:`configure_metrics`).
 
     An SDK provider someone else already installed (``opentelemetry-instrument``, a test) is
     kept as it is and returned. ``OTEL_SERVICE_NAME`` wins over ``service_name``.
     """
     global _provider
     with _lock:
+        _configure_metrics(service_name)
         if _provider is not None:
             return _provider
         if not exporter_configured():
             return None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
@@ -120,10 +140,7 @@ def configure_tracing(service_name: str = "thinktank") -> TracerProvider | None:
         if isinstance(current, TracerProvider):
             _provider = current
             return current
-        resource = Resource.create()
-        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-            resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-        provider = TracerProvider(resource=resource)
+        provider = TracerProvider(resource=_resource(service_name))
         # the exporter reads the endpoint, headers, timeout and compression from OTEL_* vars
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
@@ -133,6 +150,50 @@ def configure_tracing(service_name: str = "thinktank") -> TracerProvider | None:
             return None
         _provider = provider
         return provider
+
+
+def configure_metrics(service_name: str = "thinktank") -> MeterProvider | None:
+    """Install an SDK meter provider exporting over OTLP/HTTP every
+    ``OTEL_METRIC_EXPORT_INTERVAL`` (60 s) and at exit, when the environment names an
+    endpoint; otherwise None. An SDK provider already installed is kept and returned."""
+    with _lock:
+        return _configure_metrics(service_name)
+
+
+def _configure_metrics(service_name: str) -> MeterProvider | None:
+    global _meter_provider
+    if _meter_provider is not None:
+        return _meter_provider
+    if not _exporting("metrics"):
+        return None
+    from opentelemetry import metrics
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    current = metrics.get_meter_provider()
+    if isinstance(current, MeterProvider):
+        _meter_provider = current
+        return current
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    provider = MeterProvider(metric_readers=[reader], resource=_resource(service_name))
+    metrics.set_meter_provider(provider)
+    if metrics.get_meter_provider() is not provider:
+        log.warning("another OpenTelemetry meter provider is installed; not exporting metrics")
+        provider.shutdown()
+        return None
+    _meter_provider = provider
+    return provider
+
+
+def _resource(service_name: str) -> Resource:
+    """The ``OTEL_*`` resource, named ``service_name`` unless the environment names it."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+    return resource
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -165,9 +226,9 @@ async def observe_run(store: Store, run: Run) -> AsyncIterator[RunObservation]:
     go from a run to its trace. A resumed run gets a new trace, which replaces the stored id.
     """
     caller = trace.get_current_span().get_span_context()
+    measured: dict[str, Any] = {OPERATION: "invoke_workflow", AGENT_NAME: run.pattern}
     attributes: dict[str, Any] = {
-        OPERATION: "invoke_workflow",
-        WORKFLOW_NAME: run.pattern,
+        **measured,
         CONVERSATION_ID: run.id,
         SESSION_ID: run.id,
         "thinktank.run.resumed": run.started_at is not None,
@@ -186,21 +247,28 @@ async def observe_run(store: Store, run: Run) -> AsyncIterator[RunObservation]:
         observation = RunObservation(span)
         metrics.run_started(run.pattern)
         status = "error"
+        started = time.perf_counter()
         try:
             span_context = span.get_span_context()
             if span_context.is_valid:
                 await store.set_trace_id(run.id, format_trace_id(span_context.trace_id))
             yield observation
             status = observation.status or "error"
+            if status == "failed":
+                measured[ERROR_TYPE] = "failed"
         except asyncio.CancelledError as exc:
             status = "interrupted"
+            measured[ERROR_TYPE] = error_type(exc)
             record_error(span, exc)
             raise
         except BaseException as exc:
+            measured[ERROR_TYPE] = error_type(exc)
             record_error(span, exc)
             raise
         finally:
             metrics.run_ended(run.pattern, status)
+            if metrics_active():
+                record_invocation(measured, time.perf_counter() - started)
 
 
 # --- graph nodes ---------------------------------------------------------------------------

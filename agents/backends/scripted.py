@@ -18,6 +18,8 @@ For soak tests the configuration can also inject faults at random: ``failure_rat
 share of calls that fail, after their delay and before any of their text, with a retryable
 :class:`ModelError` (as a model server that dropped a request would), and ``latency_jitter_s``
 adds up to that much to each call's delay. ``seed`` makes both repeatable; both are off by default.
+
+Each reply carries an id, as a model server's does: ``{name}-{n}`` for the backend's n-th call.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ class ScriptedBackend:
             model=self.name,
             adapter=request.adapter,
             latency_s=time.perf_counter() - started,
+            response_id=f"{self.name}-{len(self.requests)}",
         )
 
     @staticmethod

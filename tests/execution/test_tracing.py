@@ -17,28 +17,48 @@ import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+)
+from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from agents.backends.openai_compat import OpenAIBackend, OpenAIModelConfig
 from agents.backends.scripted import ScriptedBackend
 from agents.model import ModelError
 from agents.model_map import ModelRouter
 from execution.runner import execute_run
 from execution.tracing import configure_tracing, trace_nodes
+from tests.agents.test_openai_backend import FaultServer, fault_server  # noqa: F401
 from tests.conftest import RunHarness
 from tests.graphs.test_discussion import AGREE, PROBLEM, backend
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+STARTED: dict[int, dict[str, Any]] = {}
+"""Span id -> the span's attributes when it started, as a sampler sees them."""
+
+
 class GatedProcessor(SimpleSpanProcessor):
     """Exports only while a test of this module is running: the provider is process-wide."""
 
     enabled = False
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self.enabled:
+            STARTED[span.context.span_id] = dict(span.attributes or {})
 
     def on_end(self, span: ReadableSpan) -> None:
         if self.enabled:
@@ -63,10 +83,73 @@ def spans(span_processor: GatedProcessor) -> Iterator[InMemorySpanExporter]:
     exporter = span_processor.span_exporter
     assert isinstance(exporter, InMemorySpanExporter)
     exporter.clear()
+    STARTED.clear()
     span_processor.enabled = True
     yield exporter
     span_processor.enabled = False
     exporter.clear()
+    STARTED.clear()
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> InMemoryMetricReader:
+    """One SDK meter provider for the session, read in deltas: each read holds what was
+    recorded since the one before."""
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(provider)
+    if metrics.get_meter_provider() is not provider:
+        pytest.skip("another meter provider is installed in this process")
+    return reader
+
+
+class Measured:
+    """The histograms recorded from the moment a test starts, by metric name."""
+
+    def __init__(self, reader: InMemoryMetricReader) -> None:
+        self.reader = reader
+        self.reader.get_metrics_data()  # what earlier tests recorded is read and dropped
+
+    def read(self) -> dict[str, tuple[str, list[HistogramDataPoint]]]:
+        """metric name -> (unit, data points)."""
+        found: dict[str, tuple[str, list[HistogramDataPoint]]] = {}
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    points = [
+                        p
+                        for p in metric.data.data_points
+                        if isinstance(p, HistogramDataPoint) and p.count
+                    ]
+                    unit, before = found.get(metric.name, (metric.unit or "", []))
+                    found[metric.name] = (unit, before + points)
+        return found
+
+
+@pytest.fixture
+def measured(metric_reader: InMemoryMetricReader) -> Measured:
+    return Measured(metric_reader)
+
+
+def points(
+    recorded: dict[str, tuple[str, list[HistogramDataPoint]]], name: str, **where: Any
+) -> list[HistogramDataPoint]:
+    """The data points of one metric whose attributes include ``where`` (dots as __)."""
+    wanted = {key.replace("__", "."): value for key, value in where.items()}
+    return [
+        p
+        for p in recorded.get(name, ("", []))[1]
+        if all((p.attributes or {}).get(k) == v for k, v in wanted.items())
+    ]
+
+
+# The explicit bucket boundaries the GenAI conventions advise for each histogram.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                 16777216, 67108864)  # fmt: skip
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92)  # fmt: skip
+AGENT_BUCKETS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 102.4, 204.8, 409.6)
 
 
 def named(spans: list[ReadableSpan], prefix: str) -> list[ReadableSpan]:
@@ -93,7 +176,7 @@ async def test_a_discussion_is_traced_from_the_run_down_to_each_model_call(
     assert workflow.parent is None
     assert dict(workflow.attributes or {}) == {
         "gen_ai.operation.name": "invoke_workflow",
-        "gen_ai.workflow.name": "discussion",
+        "gen_ai.agent.name": "discussion",
         "gen_ai.conversation.id": run_id,
         "session.id": run_id,
         "thinktank.run.resumed": False,
@@ -128,9 +211,22 @@ async def test_a_discussion_is_traced_from_the_run_down_to_each_model_call(
         assert agent_span.kind == SpanKind.INTERNAL
         assert attrs["gen_ai.operation.name"] == "invoke_agent"
         assert attrs["gen_ai.agent.name"] == turn.agent
-        assert attrs["gen_ai.agent.id"] == turn.role
+        assert attrs["thinktank.agent.role"] == turn.role
         assert attrs["gen_ai.conversation.id"] == run_id
-        assert attrs["gen_ai.provider.name"] == "scripted"
+        assert attrs["gen_ai.usage.input_tokens"] == turn.prompt_tokens
+        assert attrs["gen_ai.usage.output_tokens"] == turn.completion_tokens
+        assert attrs["gen_ai.response.finish_reasons"] == (turn.finish_reason,)
+        # an agent of this process: no provider and no agent id (internal agent spans)
+        assert "gen_ai.provider.name" not in attrs
+        assert "gen_ai.agent.id" not in attrs
+        if turn.role_description:  # the recruited experts
+            assert attrs["gen_ai.agent.description"] == turn.role_description
+        else:
+            assert "gen_ai.agent.description" not in attrs
+        # what a sampler may read is there when the span starts, before any model call
+        started = STARTED[agent_span.context.span_id]
+        assert started["gen_ai.agent.name"] == turn.agent
+        assert started["gen_ai.request.model"] == "scripted"
         node = parent_of(agent_span, recorded)
         assert node.attributes["langgraph.node"] == turn.node
 
@@ -150,15 +246,120 @@ async def test_a_discussion_is_traced_from_the_run_down_to_each_model_call(
         assert chat_attrs["gen_ai.usage.input_tokens"] == turn.prompt_tokens > 0
         assert chat_attrs["gen_ai.usage.output_tokens"] == turn.completion_tokens > 0
         assert chat_attrs["gen_ai.response.finish_reasons"] == (turn.finish_reason,)
+        assert str(chat_attrs["gen_ai.response.id"]).startswith("scripted-")
+        # a model in this process: no server to name
+        assert "server.address" not in chat_attrs
         # content is opt-in
         assert "gen_ai.input.messages" not in chat_attrs
         assert "gen_ai.output.messages" not in chat_attrs
 
     # the parallel critics each ran in their own critique node
-    critics = [a for a in agents if a.attributes["gen_ai.agent.id"] == "critic"]
+    critics = [a for a in agents if a.attributes["thinktank.agent.role"] == "critic"]
+    assert len({c.attributes["gen_ai.response.id"] for c in chats}) == len(chats)
     assert {parent_of(c, recorded).context.span_id for c in critics} == {
         n.context.span_id for n in by_node["critique"]
     }
+
+
+async def test_a_discussions_model_calls_and_agent_turns_are_measured(
+    harness: RunHarness, spans: InMemorySpanExporter, measured: Measured
+) -> None:
+    run_id, outcome = await harness.run(backend(), "discussion", PROBLEM, max_rounds=1)
+    assert outcome["status"] == "succeeded"
+    turns = await harness.store.turns(run_id)
+    recorded = measured.read()
+    chat = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "scripted",
+        "gen_ai.request.model": "scripted",
+        "gen_ai.response.model": "scripted",
+    }
+
+    unit, _ = recorded["gen_ai.client.token.usage"]
+    assert unit == "{token}"
+    for kind, expected in (
+        ("input", [t.prompt_tokens for t in turns]),
+        ("output", [t.completion_tokens for t in turns]),
+    ):
+        (point,) = points(recorded, "gen_ai.client.token.usage", gen_ai__token__type=kind)
+        assert dict(point.attributes or {}) == {**chat, "gen_ai.token.type": kind}
+        assert (point.count, point.sum) == (len(turns), sum(expected))
+        assert tuple(point.explicit_bounds) == TOKEN_BUCKETS
+
+    unit, (duration,) = recorded["gen_ai.client.operation.duration"]
+    assert unit == "s"
+    assert dict(duration.attributes or {}) == chat
+    assert duration.count == len(turns) == 6
+    assert tuple(duration.explicit_bounds) == DURATION_BUCKETS
+    assert 0 < duration.sum < 30
+
+    unit, _ = recorded["gen_ai.invoke_agent.duration"]
+    assert unit == "s"
+    turned = points(
+        recorded, "gen_ai.invoke_agent.duration", gen_ai__operation__name="invoke_agent"
+    )
+    by_agent = {p.attributes["gen_ai.agent.name"]: p for p in turned}
+    assert {name: p.count for name, p in by_agent.items()} == {
+        t.agent: sum(1 for u in turns if u.agent == t.agent) for t in turns
+    }
+    for name, point in by_agent.items():
+        assert dict(point.attributes or {}) == {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": name,
+            "gen_ai.request.model": "scripted",
+        }
+        assert tuple(point.explicit_bounds) == AGENT_BUCKETS
+    (workflow,) = points(
+        recorded, "gen_ai.invoke_agent.duration", gen_ai__operation__name="invoke_workflow"
+    )
+    assert dict(workflow.attributes or {}) == {
+        "gen_ai.operation.name": "invoke_workflow",
+        "gen_ai.agent.name": "discussion",
+    }
+    assert workflow.count == 1
+    # the run's span and its measured duration describe the same execution
+    (span,) = named(list(spans.get_finished_spans()), "invoke_workflow")
+    assert span.end_time is not None and span.start_time is not None
+    assert workflow.sum <= (span.end_time - span.start_time) / 1e9
+
+
+async def test_a_model_reached_over_http_is_named_by_its_server_and_its_reply_by_its_id(
+    harness: RunHarness,
+    spans: InMemorySpanExporter,
+    measured: Measured,
+    fault_server: FaultServer,  # noqa: F811
+) -> None:
+    """The ``openai`` backend against an OpenAI-shaped server on loopback: the chat span and
+    the metrics name the server (address and port from the start), and the span the reply."""
+    fault_server.script()
+    port = int(fault_server.base_url.split(":")[2].split("/")[0])
+    model = OpenAIBackend(OpenAIModelConfig(base_url=fault_server.base_url, model="served"))
+    try:
+        run_id, outcome = await harness.run(model, "single", "2+2?")
+    finally:
+        await model.close()
+    assert outcome["status"] == "succeeded"
+    recorded_spans = list(spans.get_finished_spans())
+    (chat,) = named(recorded_spans, "chat ")
+    assert chat.name == "chat served"
+    assert chat.kind == SpanKind.CLIENT
+    server = {"server.address": "127.0.0.1", "server.port": port}
+    assert STARTED[chat.context.span_id] | server == STARTED[chat.context.span_id]
+    attrs = dict(chat.attributes or {})
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.request.model"] == "served"
+    assert attrs["gen_ai.response.id"] == "c"  # what the server's stream said
+    (agent_span,) = named(recorded_spans, "invoke_agent ")
+    assert "server.address" not in (agent_span.attributes or {})
+
+    recorded = measured.read()
+    for name in ("gen_ai.client.operation.duration", "gen_ai.client.token.usage"):
+        found = points(recorded, name, server__address="127.0.0.1", server__port=port)
+        assert found, name
+        assert all(p.attributes["gen_ai.provider.name"] == "openai" for p in found)
+    (turn,) = await harness.store.turns(run_id)
+    (output,) = points(recorded, "gen_ai.client.token.usage", gen_ai__token__type="output")
+    assert output.sum == turn.completion_tokens
 
 
 async def test_message_content_is_recorded_only_when_asked_for(
@@ -179,7 +380,7 @@ async def test_message_content_is_recorded_only_when_asked_for(
 
 
 async def test_a_failing_model_call_marks_its_spans_as_errors(
-    harness: RunHarness, spans: InMemorySpanExporter
+    harness: RunHarness, spans: InMemorySpanExporter, measured: Measured
 ) -> None:
     model = backend(critic=[AGREE, ModelError("connection refused by the model server")])
     run_id, outcome = await harness.run(model, "discussion", PROBLEM, max_rounds=1)
@@ -210,6 +411,21 @@ async def test_a_failing_model_call_marks_its_spans_as_errors(
     assert len(named(ok, "chat ")) >= 3
     run = await harness.store.get_run(run_id)
     assert run.trace_id == format(workflow.context.trace_id, "032x")
+
+    # measured too: the failed call's duration with its error, and no tokens for it
+    recorded = measured.read()
+    (failed,) = points(recorded, "gen_ai.client.operation.duration", error__type="ModelError")
+    assert failed.count == 1
+    assert "gen_ai.response.model" not in (failed.attributes or {})
+    answered = len(named(ok, "chat "))
+    (output,) = points(recorded, "gen_ai.client.token.usage", gen_ai__token__type="output")
+    assert output.count == answered
+    (critic,) = points(recorded, "gen_ai.invoke_agent.duration", error__type="ModelError")
+    assert critic.attributes["gen_ai.agent.name"].startswith("Critic")
+    (run_point,) = points(
+        recorded, "gen_ai.invoke_agent.duration", gen_ai__operation__name="invoke_workflow"
+    )
+    assert run_point.attributes["error.type"] == "failed"
 
 
 async def test_a_budget_stop_is_an_event_not_an_error(
@@ -445,7 +661,7 @@ def test_without_an_endpoint_tracing_is_not_configured(monkeypatch: pytest.Monke
 def test_with_an_endpoint_tracing_exports_over_otlp_http_once() -> None:
     """In a fresh process, since the tracer provider can be set once per process."""
     script = """
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from execution.tracing import configure_tracing
@@ -486,7 +702,7 @@ class Collector(BaseHTTPRequestHandler):
         pass
 
 
-def test_thinktank_solve_exports_its_trace_over_otlp_http(tmp_path: Path) -> None:
+def test_thinktank_solve_exports_its_trace_and_metrics_over_otlp_http(tmp_path: Path) -> None:
     received: list[tuple[str, bytes]] = []
     handler = type("Handler", (Collector,), {"received": received})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -523,9 +739,11 @@ def test_thinktank_solve_exports_its_trace_over_otlp_http(tmp_path: Path) -> Non
         server.server_close()
     assert done.returncode == 0, done.stdout + done.stderr
 
-    assert received and {path for path, _ in received} == {"/v1/traces"}
+    assert received and {path for path, _ in received} == {"/v1/traces", "/v1/metrics"}
     exported: list[tuple[dict[str, Any], Any]] = []
-    for _, body in received:
+    for path, body in received:
+        if path != "/v1/traces":
+            continue
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
         for resource_spans in request.resource_spans:
@@ -544,3 +762,26 @@ def test_thinktank_solve_exports_its_trace_over_otlp_http(tmp_path: Path) -> Non
         (turns,) = conn.execute("SELECT count(*) FROM turns").fetchone()
     assert stored == workflow.trace_id.hex()
     assert names.count("chat scripted") == turns == 5  # ceo, recruiter, solver, critic, evaluator
+
+    # the metrics, flushed as the command exits
+    histograms: dict[str, list[Any]] = {}
+    for path, body in received:
+        if path != "/v1/metrics":
+            continue
+        metrics_request = ExportMetricsServiceRequest()
+        metrics_request.ParseFromString(body)
+        for resource_metrics in metrics_request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.HasField("histogram"):
+                        histograms.setdefault(metric.name, []).extend(metric.histogram.data_points)
+    usage = {
+        next(a.value.string_value for a in p.attributes if a.key == "gen_ai.token.type"): p
+        for p in histograms["gen_ai.client.token.usage"]
+    }
+    assert set(usage) == {"input", "output"}
+    assert all(p.count == turns for p in usage.values())
+    assert tuple(usage["input"].explicit_bounds) == TOKEN_BUCKETS
+    (duration,) = histograms["gen_ai.client.operation.duration"]
+    assert duration.count == turns
+    assert sum(p.count for p in histograms["gen_ai.invoke_agent.duration"]) == turns + 1
