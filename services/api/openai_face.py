@@ -18,7 +18,23 @@ How a chat request becomes a run:
   where it has one (single, self_consistency: a cap per call) and the run's ``token_budget``
   otherwise (discussion: a cap on the whole conversation). ``thinktank.config`` (sent with the
   clients' ``extra_body``) passes any other pattern option and wins over the mapped fields.
-  ``n`` must be 1; ``user`` is accepted and not stored; other OpenAI fields are ignored.
+  ``n`` must be 1; ``user`` is accepted and not stored; other OpenAI fields are ignored,
+  except those whose loss would change what the client gets (below).
+- **tools and structured output** are refused with a 400 naming the parameter: a run's agents
+  solve the problem and answer in prose, they do not call a client's tools, and no backend
+  can hold a whole multi-agent conversation to a JSON schema. Answering prose instead would
+  hand a client that expects a tool call or JSON nothing it can use (LangChain's
+  ``with_structured_output`` would return ``None``). ``tools`` (and the older ``functions``)
+  are accepted when empty or with ``tool_choice`` (``function_call``) ``"none"``;
+  ``response_format`` ``{"type": "text"}`` is served. The bare answer is in the reply's
+  ``thinktank.answer``.
+
+Retries: the OpenAI clients retry a request that timed out or lost its connection, saying so
+in ``x-stainless-retry-count``. Such a retry (without an ``Idempotency-Key``) joins the run
+its first attempt started, the newest run of the same caller with the same pattern, problem
+and config that is still going or ended in the last ten minutes, and answers with its result;
+one ``create()`` is one run, however many attempts it takes. A request without the header is
+always a new run: two identical questions are two runs.
 
 What comes back:
 
@@ -49,8 +65,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -85,8 +102,10 @@ from services.api.schemas.openai import (
 from services.api.schemas.runs import MAX_PROBLEM_CHARS
 from store.api_keys import scoped_idempotency_key
 from store.bus import RESYNC
-from store.runs import TERMINAL
+from store.runs import TERMINAL, Store
 from store.tables.runs import Run, Turn
+
+log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "thinktank/"
 # How long a follower waits for news before it looks at the run itself: a run cancelled while
@@ -94,6 +113,18 @@ MODEL_PREFIX = "thinktank/"
 IDLE_CHECK_S = 5.0
 CONTEXT_HEADER = "Earlier in this conversation (context for the problem below):"
 PROBLEM_HEADER = "Problem:"
+# The header in which OpenAI's clients (Python, Node, and what is built on them: LangChain)
+# count the retries they have taken of one request.
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
+# A client retries within seconds of giving up on an attempt (a timeout, a dropped connection),
+# so the run a retry joins is still going or has only just ended; an older one was another
+# request's. The look-back only bounds the search: the OpenAI client's defaults (600 s timeout,
+# 2 retries) come back 20 minutes after the first attempt.
+RETRY_JOINS_ENDED_WITHIN = timedelta(minutes=10)
+RETRY_LOOKBACK = timedelta(days=1)
+# The problem's start narrows the store's search (SQLite's LIKE refuses patterns over 50,000
+# bytes); the whole problem is compared afterwards.
+RETRY_SEARCH_CHARS = 1000
 
 
 class OpenAIError(Exception):
@@ -264,6 +295,44 @@ def problem_from(messages: list[ChatMessage]) -> str:
     return problem
 
 
+def refuse_what_a_run_cannot_do(body: ChatCompletionRequest) -> None:
+    """400 for tools and structured output, naming the parameter (see the module doc)."""
+    asked = f"the agents of {body.model} solve the problem and answer in prose"
+    for tools, choice, param, choice_param in (
+        (body.tools, body.tool_choice, "tools", "tool_choice"),
+        (body.functions, body.function_call, "functions", "function_call"),
+    ):
+        if tools and choice != "none":
+            raise OpenAIError(
+                400,
+                f"{param} are not supported: {asked}; they do not call a client's {param}. "
+                f"Send no {param} (or {choice_param} 'none'); the bare answer is in the "
+                "reply's thinktank.answer",
+                code="unsupported_parameter",
+                param=param,
+            )
+        if choice not in (None, "none", "auto"):
+            raise OpenAIError(
+                400,
+                f"{choice_param} {json.dumps(choice)} asks for a call, but {asked} and call "
+                f"no {param}; send {choice_param} 'none' or 'auto', or omit it. The bare "
+                "answer is in the reply's thinktank.answer",
+                code="unsupported_value",
+                param=choice_param,
+            )
+    kind = body.response_format.type if body.response_format else "text"
+    if kind != "text":
+        raise OpenAIError(
+            400,
+            f"response_format {kind!r} is not supported: {asked} (the solution, then "
+            "**Answer:** <answer>), which no backend here can hold to a JSON schema for a "
+            "whole multi-agent run. Send response_format {'type': 'text'} or omit it; the "
+            "bare answer is in the reply's thinktank.answer",
+            code="unsupported_value",
+            param="response_format",
+        )
+
+
 def pattern_config(
     pattern: Pattern, body: ChatCompletionRequest
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -290,6 +359,38 @@ def pattern_config(
     return config, params
 
 
+def retries_taken(request: Request) -> int:
+    """How many times the client says it has retried this request (0 when it does not say)."""
+    value = request.headers.get(RETRY_COUNT_HEADER, "")
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+async def run_being_retried(
+    store: Store, pattern: str, problem: str, config: dict[str, Any], api_key_id: str | None
+) -> Run | None:
+    """The run a retried request's first attempt started, if it is still there to join: the
+    newest run of this caller with the same pattern, problem and (validated) config that is
+    still going or ended within ``RETRY_JOINS_ENDED_WITHIN``."""
+    now = datetime.now(UTC)
+    candidates = await store.list_runs(
+        pattern=pattern,
+        api_key_id=api_key_id,
+        search=problem[:RETRY_SEARCH_CHARS],
+        created_after=now - RETRY_LOOKBACK,
+        limit=20,
+    )
+    for run in candidates:  # newest first
+        if run.api_key_id != api_key_id or run.problem != problem or run.config != config:
+            continue
+        ended = run.finished_at
+        if run.status not in TERMINAL or ended is None:
+            return run
+        if ended.tzinfo is None:  # SQLite hands back naive datetimes; they are stored in UTC
+            ended = ended.replace(tzinfo=UTC)
+        return run if now - ended <= RETRY_JOINS_ENDED_WITHIN else None
+    return None
+
+
 async def start_run(
     services: Services,
     request: Request,
@@ -297,17 +398,27 @@ async def start_run(
     body: ChatCompletionRequest,
     idempotency_key: str | None,
 ) -> Run:
-    """Create and queue the run as ``POST /v1/runs`` does; a repeated key returns its run."""
+    """Create and queue the run as ``POST /v1/runs`` does; a repeated key returns its run, and
+    a client's automatic retry the run its first attempt started (see the module doc)."""
     problem = problem_from(body.messages)
     config, params = pattern_config(pattern, body)
+    caller = caller_key_id(request)
     try:
+        if idempotency_key is None and retries_taken(request) > 0:
+            validated = pattern.config_model.model_validate(config).model_dump(mode="json")
+            earlier = await run_being_retried(
+                services.store, pattern.name, problem, validated, caller
+            )
+            if earlier is not None:
+                log.info("retry %d of a request joins run %s", retries_taken(request), earlier.id)
+                return earlier
         run, created = await create_run(
             services.store,
             pattern.name,
             problem,
             config,
-            idempotency_key=scoped_idempotency_key(idempotency_key, caller_key_id(request)),
-            api_key_id=caller_key_id(request),
+            idempotency_key=scoped_idempotency_key(idempotency_key, caller),
+            api_key_id=caller,
         )
     except ValidationError as exc:
         raise invalid_request(exc.errors(), params) from None
@@ -490,6 +601,7 @@ async def stream_chunks(services: Services, run: Run, include_usage: bool) -> As
         200: {
             "model": ChatCompletion,
             "description": "a chat.completion; with stream=true, text/event-stream chunks",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         **ERRORS,
         502: {"model": ErrorBody, "description": "the run failed or was cancelled"},
@@ -510,6 +622,7 @@ async def chat_completions(
             code="unsupported_value",
             param="n",
         )
+    refuse_what_a_run_cannot_do(body)
     run = await start_run(services, request, pattern, body, idempotency_key)
     headers = {"x-thinktank-run-id": run.id}
     if body.stream:

@@ -1,8 +1,9 @@
 """The OpenAI-compatible face as OpenAI's own Python client sees it, against a live server.
 
-Every test talks through ``openai.OpenAI`` / ``openai.AsyncOpenAI`` rather than raw HTTP: the
-point of the face is that existing OpenAI client code works unchanged, so the official client
-parsing our responses (and raising its own exception types) is the contract under test.
+Every test talks through ``openai.OpenAI`` / ``openai.AsyncOpenAI`` (or LangChain's
+``ChatOpenAI``, built on it) rather than raw HTTP: the point of the face is that existing OpenAI
+client code works unchanged, so the official client parsing our responses (and raising its own
+exception types) is the contract under test.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from langchain_core.messages import AIMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
 
 from agents.backends.openai_compat import OpenAIModelConfig
 from agents.model_map import ModelMap
 from graphs.patterns import PATTERNS
-from services.api.openai_face import CONTEXT_HEADER, PROBLEM_HEADER
+from services.api.openai_face import CONTEXT_HEADER, PROBLEM_HEADER, RETRY_COUNT_HEADER
 from services.settings import Settings
-from tests.api.conftest import LiveServer, free_port, wait_for_run
+from tests.api.conftest import LiveServer, free_port, scripted_settings, wait_for_run
 
 QUESTION = [{"role": "user", "content": "What is 2+3?"}]
 DISCUSSION_ROLES = ["ceo", "recruiter", "solver", "critic", "critic", "evaluator"]
@@ -330,3 +335,167 @@ async def test_the_async_client_works_too(api: LiveServer) -> None:
 
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model="thinktank/nope", messages=QUESTION)
+
+
+# --- a client's automatic retries ----------------------------------------------------------
+
+
+@pytest.fixture
+def sluggish_api(tmp_path: Path) -> Iterator[LiveServer]:
+    """Each model call takes 4 s: a run outlasts a client's 2.5 s timeout."""
+    with LiveServer(scripted_settings(tmp_path, latency_s=4.0)) as server:
+        yield server
+
+
+def test_a_client_retrying_after_its_timeout_gets_the_run_it_started(
+    sluggish_api: LiveServer,
+) -> None:
+    """The official client's defaults retry a timed-out request twice; one create() is still
+    one run, and the retry that outlives it answers with that run's result."""
+    attempts: list[str | None] = []
+    http_client = openai.DefaultHttpxClient(
+        event_hooks={"request": [lambda r: attempts.append(r.headers.get(RETRY_COUNT_HEADER))]}
+    )
+    with openai.OpenAI(
+        base_url=f"{sluggish_api.url}/v1", api_key="unused", timeout=2.5, http_client=http_client
+    ) as client:
+        completion = client.chat.completions.create(model="thinktank/single", messages=QUESTION)
+
+    assert attempts[:2] == ["0", "1"]  # the first attempt timed out and was retried
+    runs = stored_runs(sluggish_api)
+    assert len(runs) == 1
+    assert extension(completion)["run_id"] == runs[0]["id"]
+    assert completion.choices[0].message.content.endswith("**Answer:** 5")
+    turns = httpx.get(f"{sluggish_api.url}/v1/runs/{runs[0]['id']}/turns").json()
+    assert [t["role"] for t in turns] == ["solver"]  # executed once
+
+
+def test_the_same_question_asked_twice_is_two_runs(api: LiveServer, client: openai.OpenAI) -> None:
+    """Only a retry joins an earlier run: a client asking again (say, for another sample)
+    gets a run of its own."""
+    first = client.chat.completions.create(model="thinktank/single", messages=QUESTION)
+    second = client.chat.completions.create(model="thinktank/single", messages=QUESTION)
+    assert first.id != second.id
+    assert len(stored_runs(api)) == 2
+
+
+def test_a_retry_does_not_join_another_question_or_config(
+    api: LiveServer, client: openai.OpenAI
+) -> None:
+    """What a retry joins is the same request's run: a different problem or setting is not it."""
+    client.chat.completions.create(model="thinktank/single", messages=QUESTION)
+    retry = {RETRY_COUNT_HEADER: "1"}
+    other_problem = client.chat.completions.create(
+        model="thinktank/single",
+        messages=[{"role": "user", "content": "What is 2+3? Show your steps."}],
+        extra_headers=retry,
+    )
+    other_config = client.chat.completions.create(
+        model="thinktank/single", messages=QUESTION, temperature=0.1, extra_headers=retry
+    )
+    same = client.chat.completions.create(
+        model="thinktank/single", messages=QUESTION, temperature=0.1, extra_headers=retry
+    )
+    runs = stored_runs(api)
+    assert len(runs) == 3
+    assert other_problem.id != other_config.id
+    assert same.id == other_config.id
+
+
+# --- tools and structured output -----------------------------------------------------------
+
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+ANSWER_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer",
+        "schema": {"type": "object", "properties": {"value": {"type": "integer"}}},
+    },
+}
+
+
+def test_tools_and_structured_output_are_refused_naming_the_parameter(
+    api: LiveServer, client: openai.OpenAI
+) -> None:
+    """A client that wants a tool call or JSON gets a 400 saying which parameter, never prose
+    in their place; nothing is run."""
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"tools": [ADD_TOOL]}, "tools"),
+        ({"tools": [ADD_TOOL], "tool_choice": "required"}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "add"}}}, "tool_choice"),
+        ({"functions": [ADD_TOOL["function"]]}, "functions"),
+        ({"function_call": {"name": "add"}}, "function_call"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": ANSWER_SCHEMA}, "response_format"),
+    ]
+    for options, param in cases:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="thinktank/single", messages=QUESTION, **options)
+        error = caught.value
+        assert (error.param, error.type) == (param, "invalid_request_error"), options
+        assert error.code in ("unsupported_parameter", "unsupported_value")
+        assert param in error.message and "thinktank.answer" in error.message
+    assert stored_runs(api) == []
+
+
+def test_text_format_and_tools_that_cannot_be_called_are_served(
+    api: LiveServer, client: openai.OpenAI
+) -> None:
+    for options in (
+        {"response_format": {"type": "text"}},
+        {"tools": []},
+        {"tools": [ADD_TOOL], "tool_choice": "none"},
+        {"tool_choice": "auto"},
+    ):
+        completion = client.chat.completions.create(
+            model="thinktank/single", messages=QUESTION, **options
+        )
+        assert extension(completion)["answer"] == "5", options
+
+
+class Answer(BaseModel):
+    value: int
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def test_langchain_structured_output_and_tools_fail_clearly(api: LiveServer) -> None:
+    """LangChain's ChatOpenAI works as a chat model, and what the face cannot do raises an
+    error naming the parameter: never a silent None (function_calling), a pydantic error on
+    prose (json_schema) or prose where a tool call was asked for (bind_tools)."""
+    llm = ChatOpenAI(
+        model="thinktank/single", base_url=f"{api.url}/v1", api_key="unused", timeout=60
+    )
+    reply = llm.invoke("What is 2+3?")
+    assert isinstance(reply, AIMessage)
+    assert isinstance(reply.content, str) and reply.content.endswith("**Answer:** 5")
+
+    structured: list[tuple[Any, str]] = [
+        (llm.with_structured_output(Answer, method="json_schema"), "response_format"),
+        (llm.with_structured_output(Answer, method="json_mode"), "response_format"),
+        (llm.with_structured_output(Answer, method="function_calling"), "tools"),
+        (llm.with_structured_output(Answer, method="function_calling", include_raw=True), "tools"),
+        (llm.bind_tools([add]), "tools"),
+    ]
+    for runnable, param in structured:
+        with pytest.raises(openai.BadRequestError) as caught:
+            runnable.invoke("What is 2+3? Answer in JSON.")
+        assert caught.value.param == param
+        assert "not supported" in caught.value.message
+    assert len(stored_runs(api)) == 1  # only the plain question ran

@@ -3,8 +3,11 @@
 The shapes follow OpenAI's Chat Completions API closely enough for the official clients to
 parse them; what thinktank adds rides in a ``thinktank`` field, which those clients keep as an
 extra attribute. Request fields OpenAI defines but a multi-agent run has no use for (``stop``,
-``seed``, ``tools``, ``response_format``...) are accepted and ignored, as most
-OpenAI-compatible servers do, so existing client code works unchanged.
+``seed``, ``logprobs``...) are accepted and ignored, as most OpenAI-compatible servers do, so
+existing client code works unchanged. Fields whose loss would change what the client gets back
+(``tools``, ``functions`` and their choices, a ``response_format`` other than text) are read so
+that the face can refuse them by name, rather than answer prose to a client expecting a tool
+call or JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ class StreamOptions(BaseModel):
     )
 
 
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="only 'text' is served: a run answers in prose")
+
+
 class ThinktankOptions(BaseModel):
     """thinktank's own options, sent with the OpenAI clients' ``extra_body``."""
 
@@ -72,6 +81,23 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     n: int | None = Field(None, description="only 1 is supported: a run has one answer")
     user: str | None = Field(None, max_length=256, description="accepted; not stored")
+    response_format: ResponseFormat | None = Field(
+        None, description="{'type': 'text'} or absent; a JSON format is refused (400)"
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description="refused (400) unless empty or with tool_choice 'none': a run's agents do "
+        "not call a client's tools",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="'none' or 'auto'; one that demands a tool call is refused (400)"
+    )
+    functions: list[dict[str, Any]] | None = Field(
+        None, description="the older form of tools, refused alike"
+    )
+    function_call: str | dict[str, Any] | None = Field(
+        None, description="the older form of tool_choice, refused alike"
+    )
     thinktank: ThinktankOptions | None = None
 
 
