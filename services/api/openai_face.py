@@ -314,7 +314,7 @@ def refuse_what_a_run_cannot_do(body: ChatCompletionRequest) -> None:
         if choice not in (None, "none", "auto"):
             raise OpenAIError(
                 400,
-                f"{choice_param} {json.dumps(choice)} asks for a call, but {asked} and call "
+                f"{choice_param} {json.dumps(choice)[:200]} asks for a call, but {asked} and call "
                 f"no {param}; send {choice_param} 'none' or 'auto', or omit it. The bare "
                 "answer is in the reply's thinktank.answer",
                 code="unsupported_value",
@@ -324,7 +324,7 @@ def refuse_what_a_run_cannot_do(body: ChatCompletionRequest) -> None:
     if kind != "text":
         raise OpenAIError(
             400,
-            f"response_format {kind!r} is not supported: {asked} (the solution, then "
+            f"response_format {kind[:100]!r} is not supported: {asked} (the solution, then "
             "**Answer:** <answer>), which no backend here can hold to a JSON schema for a "
             "whole multi-agent run. Send response_format {'type': 'text'} or omit it; the "
             "bare answer is in the reply's thinktank.answer",
