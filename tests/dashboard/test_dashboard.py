@@ -22,11 +22,13 @@ from graphs.patterns import PATTERNS, Pattern
 from store import api_keys
 from store.db import create_engine, migrate
 from store.runs import Store
-from tests.api.conftest import LiveServer
+from tests.api.conftest import LiveServer, wait_for_run
 from tests.api.test_model_versions import register_two
 from tests.dashboard.conftest import (
+    CONTINUE,
     DISCUSSION,
     DOCS,
+    STOP,
     dashboard_settings,
     open_page,
     screenshot,
@@ -131,17 +133,26 @@ def test_the_runs_table_updates_while_runs_are_going(tmp_path: Path, page: Any) 
 # --- one run -------------------------------------------------------------------------------
 
 
-def top(element: Any) -> float:
-    """Where an element stands in the timeline: its offset, which a scroll of the followed page
-    between two reads cannot move, as it moves on-screen positions."""
-    return element.evaluate("(el) => el.offsetTop")
+def lane_colors(page: Any) -> dict[str, str]:
+    """The lanes as the legend above the conversation lists them, each with its colour."""
+    heads = page.locator("#timeline-lanes .lane-head").all()
+    return {head.get_attribute("data-lane"): border_color(head) for head in heads}
 
 
-def lane_x(page: Any) -> dict[str, float]:
-    """Each lane's left edge, lanes from left to right."""
-    heads = page.locator("#timeline .lane-head").all()
-    edges = {head.get_attribute("data-lane"): head.bounding_box()["x"] for head in heads}
-    return dict(sorted(edges.items(), key=lambda item: item[1]))
+def lane_names(page: Any) -> list[str]:
+    return list(lane_colors(page))
+
+
+def border_color(element: Any) -> str:
+    return element.evaluate("(el) => getComputedStyle(el).borderTopColor")
+
+
+def reads_before(first: Any, then: Any) -> bool:
+    """Whether ``first`` comes before ``then`` in the page's reading order."""
+    return first.evaluate(
+        "(el, other) => (el.compareDocumentPosition(other) & Node.DOCUMENT_POSITION_FOLLOWING) > 0",
+        then.element_handle(),
+    )
 
 
 def test_a_run_page_shows_every_turn_in_its_agents_lane_and_the_ceos_decisions(
@@ -159,9 +170,11 @@ def test_a_run_page_shows_every_turn_in_its_agents_lane_and_the_ceos_decisions(
     assert "ceo_stop" in page.locator("#run-summary").inner_text()
     assert f"{run['usage']['total_tokens']:,}" in page.locator("#run-summary").inner_text()
 
-    # one lane per agent, each turn in its agent's lane, in the order the turns were taken
-    lanes = lane_x(page)
+    # one lane per agent, each turn in its agent's lane (its name and colour), in the order
+    # the turns were taken
+    lanes = lane_colors(page)
     assert list(lanes) == LANES
+    assert len(set(lanes.values())) == len(LANES)
     cards = finished_cards(page)
     assert [cards.nth(i).get_attribute("data-key") for i in range(cards.count())] == [
         t["key"] for t in turns
@@ -169,7 +182,8 @@ def test_a_run_page_shows_every_turn_in_its_agents_lane_and_the_ceos_decisions(
     for i, turn in enumerate(turns):
         card = cards.nth(i)
         assert card.get_attribute("data-agent") == turn["agent"]
-        assert card.bounding_box()["x"] == pytest.approx(lanes[turn["agent"]], abs=1)
+        assert card.locator(".agent").inner_text() == turn["agent"]
+        assert border_color(card) == lanes[turn["agent"]]
         assert f"{turn['prompt_tokens']} → {turn['completion_tokens']} tokens" in (
             card.locator(".stats").inner_text()
         )
@@ -186,10 +200,13 @@ def test_a_run_page_shows_every_turn_in_its_agents_lane_and_the_ceos_decisions(
     assert "recruit 3 experts" in first and "128 tokens per expert call" in first
     assert "add the two numbers carefully" in first
     assert "CEO · round 1" in last and "Stop" in last and "not honoured" not in last
-    # each decision right after the turn that made it
+    # each decision right after the turn that made it, under it, in its agent's colour
     ceo_turns = page.locator("#timeline .turn[data-role='ceo']")
     recruiter = page.locator("#timeline .turn[data-role='recruiter']")
-    assert top(ceo_turns.nth(0)) < top(ceo.nth(0)) < top(recruiter)
+    assert reads_before(ceo_turns.nth(0), ceo.nth(0)) and reads_before(ceo.nth(0), recruiter)
+    assert ceo.nth(0).evaluate("(el) => el.closest('.turn-group').dataset.node") == "ceo"
+    assert ceo_turns.nth(0).bounding_box()["y"] < ceo.nth(0).bounding_box()["y"]
+    assert ceo.nth(0).evaluate("(el) => getComputedStyle(el).borderLeftColor") == lanes["CEO"]
     critics_said = page.locator("#timeline .decision[data-by='critics']")
     assert "the solver revises" in critics_said.nth(0).inner_text()
     assert "no revision" in critics_said.nth(1).inner_text()
@@ -206,7 +223,7 @@ def test_a_run_page_shows_every_turn_in_its_agents_lane_and_the_ceos_decisions(
 
     # parsed output, and the prompt on request
     disagreeing = page.locator("#timeline .turn[data-role='critic']:has-text('Check the carry')")
-    assert "agree\nno" in disagreeing.locator(".parsed").inner_text()
+    assert "agree: no" in disagreeing.locator(".parsed").inner_text()
     solver.locator("details.prompt summary").click()
     solver.locator(".message-role", has_text="system").wait_for()
     assert "What is 2+3?" in solver.locator("details.prompt").inner_text()
@@ -307,7 +324,7 @@ def test_a_verifier_that_escalates_shows_why_and_the_step_it_flagged(
         assert "not complete → keep writing" in detector.nth(0).inner_text()
         assert "at “wait”" in detector.nth(0).inner_text()
 
-        lanes = list(lane_x(page))
+        lanes = lane_names(page)
         assert lanes[0] == "Solver"
         assert [lane for lane in lanes if "verifier" in lane] == [
             *(f"Fast verifier {i}" for i in range(5)),
@@ -383,7 +400,7 @@ def test_decisions_of_a_kind_it_does_not_know_show_every_field(
     assert decision.locator("dd").all_inner_texts() == ["0.9", "2", "<i>too quick</i>"]
     assert page.locator(".problem-text").inner_text() == "Is it <i>so</i>?"
     assert page.locator("main i").count() == 0
-    assert list(lane_x(page)) == ["Oracle"]
+    assert lane_names(page) == ["Oracle"]
 
 
 def test_a_majority_vote_shows_its_count_and_the_samples_side_by_side(
@@ -401,7 +418,7 @@ def test_a_majority_vote_shows_its_count_and_the_samples_side_by_side(
     vote = page.locator("#timeline .decision[data-by='vote']")
     vote.wait_for()
     assert "majority: 5" in vote.inner_text()
-    assert list(lane_x(page)) == ["Sampler 0", "Sampler 1", "Sampler 2"]
+    assert lane_names(page) == ["Sampler 0", "Sampler 1", "Sampler 2"]
     # one read in the page, against the timeline: card by card, a scroll of the followed page
     # between two reads moved the later ones
     tops = page.evaluate(
@@ -526,3 +543,173 @@ def test_the_model_versions_page_lists_versions_and_shows_one_with_its_metrics(
 
         page.goto(f"{server.url}/ui/#/models/policy-sft-v9")
         page.wait_for_selector("#models-error:has-text(\"no model version named 'policy-sft-v9'\")")
+
+
+# --- layout: a long discussion, compact and readable ----------------------------------------
+
+# What a real model writes: paragraphs of working, a few long words, some notation.
+WORKING = (
+    "First I restate the problem so nothing is lost: two apples and three apples are put "
+    "together, and we want the total. Counting on from two, the next three numbers are "
+    "three, four and five, so the total is five. To double-check, decompose differently: "
+    "three plus two is also five, because addition is commutative. An alternative, more "
+    "systematic verification uses the number line: start at zero, move two units right, "
+    "then three more; the position reached is five. Nothing here depends on carrying, "
+    "since both addends are single digits and their sum stays below ten. "
+)
+LONG_REPLIES = {
+    "ceo": [
+        "The team needs one more careful pass before we stop.\n" + CONTINUE,
+        "The critics still disagree, so another round is worth its tokens.\n" + CONTINUE,
+        "Everyone now agrees on the arithmetic.\n" + STOP,
+    ],
+    "recruiter": ["1. An arithmetic teacher.\n2. A careful checker.\n3. A sceptic."],
+    "solver": [f"{WORKING}\nSo 2 + 3 = 5, and the answer is \\boxed{{5}}"],
+    "critic": [
+        f"{WORKING}The sum is right, and the reasoning is complete. [Agree]",
+        f"{WORKING}Still, the characterisation of commutativity is loose. [Disagree]",
+        f"{WORKING}Fine now: every step is justified. [Agree]",
+    ],
+    "evaluator": [
+        f"{WORKING}\n### Correctness: 0\n### Advice: verify once more",
+        f"{WORKING}\n### Correctness: 0\n### Advice: state commutativity precisely",
+        "### Correctness: 1",
+    ],
+}
+LONG_DISCUSSION = {**DISCUSSION, "config": {**DISCUSSION["config"], "max_rounds": 3}}
+
+# The timeline's height, the narrowest card, how its text may wrap, and every run of letters
+# and digits that a line break cut in two (a word drawn on two lines has two boxes).
+LAYOUT = """() => {
+  const timeline = document.querySelector('#timeline');
+  const cards = [...timeline.querySelectorAll('.turn')];
+  const texts = [...timeline.querySelectorAll('.turn .text')];
+  const broken = [];
+  const walker = document.createTreeWalker(timeline, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const word of node.data.matchAll(/[A-Za-z0-9]{2,}/g)) {
+      const range = document.createRange();
+      range.setStart(node, word.index);
+      range.setEnd(node, word.index + word[0].length);
+      const boxes = [...range.getClientRects()].filter((box) => box.width > 0);
+      if (boxes.length > 1) broken.push(word[0]);
+    }
+  }
+  return {
+    timeline: timeline.getBoundingClientRect().height,
+    page: document.documentElement.scrollHeight,
+    narrowest: Math.min(...cards.map((card) => card.getBoundingClientRect().width)),
+    wraps: [...new Set(texts.map((el) => {
+      const style = getComputedStyle(el);
+      return `${style.overflowWrap} ${style.wordBreak}`;
+    }))],
+    broken,
+  };
+}"""
+
+
+def test_a_sixteen_turn_discussion_fits_in_two_screens_without_breaking_a_word(
+    tmp_path: Path, page: Any
+) -> None:
+    with LiveServer(dashboard_settings(tmp_path, replies=LONG_REPLIES)) as server:
+        run_id = submit(server, LONG_DISCUSSION)
+        turns = api_turns(server, run_id)
+        assert len(turns) == 16
+        page.goto(run_url(server, run_id))
+        page.wait_for_function(
+            "document.querySelectorAll('#timeline .turn:not(.pending)').length === 16"
+        )
+        page.wait_for_selector("#charts .turn-bar")
+        layout = page.evaluate(LAYOUT)
+        screenshot(page, "run-long")
+
+        # one turn per row made this 7,436 px tall; the window is 1,000 px
+        assert layout["timeline"] < 2_000, layout
+        assert layout["narrowest"] >= 280, layout  # a lane of ~190 px broke words
+        assert layout["wraps"] == ["break-word normal"], layout  # never mid-word by choice
+        assert layout["broken"] == [], layout
+
+        # long text is cut short in place, and shows in full on request
+        solver = page.locator("#timeline .turn[data-role='solver']").first
+        text = solver.locator(".completion .text").first
+        short = text.bounding_box()["height"]
+        solver.get_by_role("button", name="Show all").click()
+        assert text.bounding_box()["height"] > short * 1.5
+        assert "the answer is \\boxed{5}" in text.inner_text()
+
+        # still in the order they were said, each turn under its agent's colour and name
+        cards = finished_cards(page)
+        assert [cards.nth(i).get_attribute("data-key") for i in range(16)] == [
+            t["key"] for t in turns
+        ]
+        lanes = lane_colors(page)
+        assert list(lanes) == LANES
+        for i, turn in enumerate(turns):
+            card = cards.nth(i)
+            assert card.locator(".agent").inner_text() == turn["agent"]
+            assert border_color(card) == lanes[turn["agent"]]
+
+
+# --- cancelled runs and time zones -----------------------------------------------------------
+
+
+def test_a_cancelled_run_shows_no_error_for_an_answer(tmp_path: Path, page: Any) -> None:
+    with LiveServer(dashboard_settings(tmp_path, latency_s=0.5)) as server:
+        run_id = submit(server, DISCUSSION, wait=False)
+        with httpx.Client(base_url=server.url) as client:
+            client.post(f"/v1/runs/{run_id}/cancel").raise_for_status()
+            assert wait_for_run(client, run_id)["status"] == "cancelled"
+
+        page.goto(runs_url(server))
+        answer = page.locator(f"#runs-body tr[data-run-id='{run_id}'] td.answer")
+        answer.wait_for()
+        assert answer.inner_text() == "cancelled"
+
+        page.goto(run_url(server, run_id))
+        page.wait_for_selector(".page-head .badge[data-status='cancelled']")
+        facts = dict(
+            zip(
+                page.locator("#run-summary dt").all_text_contents(),
+                page.locator("#run-summary dd").all_text_contents(),
+                strict=True,
+            )
+        )
+        assert facts["Answer"] == "none: cancelled"
+        assert "Error" not in facts
+        assert page.locator("#run-summary .error").count() == 0
+
+
+def strip_zones(route: Any) -> None:
+    """The API's answer with every time written without its zone, as SQLite once gave them."""
+    response = route.fetch()
+    zoneless = re.sub(r'("\d{4}-\d\d-\d\dT[\d:.]+)(Z|[+-]\d\d:\d\d)"', r'\1"', response.text())
+    route.fulfill(response=response, body=zoneless)
+
+
+@pytest.mark.parametrize("zones", ["as sent", "stripped"])
+def test_a_run_made_a_moment_ago_says_so_in_tokyo(
+    server: LiveServer, browser: Any, zones: str
+) -> None:
+    run_id = submit(server, {"pattern": "single", "problem": "What is 2+3?"})
+    created = httpx.get(f"{server.url}/v1/runs/{run_id}").json()["created_at"]
+    context = browser.new_context(timezone_id="Asia/Tokyo")
+    try:
+        page = context.new_page()
+        if zones == "stripped":
+            page.route("**/v1/runs**", strip_zones)
+        page.goto(runs_url(server))
+        cell = page.locator(f"#runs-body tr[data-run-id='{run_id}'] td").first
+        cell.wait_for()
+        assert re.fullmatch(r"\d{1,2}s ago", cell.inner_text()), cell.inner_text()
+        # the full time, in Tokyo's clock, of the instant the server recorded
+        utc = created if created.endswith("Z") or "+" in created[10:] else f"{created}Z"
+        tokyo = page.evaluate(f"new Date({utc!r}).toLocaleString()")
+        assert cell.get_attribute("title") == tokyo
+
+        page.goto(run_url(server, run_id))
+        page.wait_for_selector("#run-answer")
+        assert tokyo in page.locator("#run-summary").inner_text()
+        duration = page.locator("#run-duration").inner_text()
+        assert re.fullmatch(r"\d+ ms|\d+\.\d+ s", duration), duration
+    finally:
+        context.close()

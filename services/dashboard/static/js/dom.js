@@ -66,23 +66,42 @@ export function fmtMs(ms) {
   return `${minutes} min ${seconds} s`;
 }
 
+const ZONED = /(Z|[+-]\d\d:?\d\d)$/i;
+
+/**
+ * Milliseconds since the epoch of a time the API sent. The server keeps UTC; a time written
+ * without a zone is UTC too (JavaScript would read it as the browser's local time, hours off
+ * east or west of Greenwich). Fractions finer than milliseconds are dropped, since
+ * ``Date.parse`` promises only three digits.
+ */
+export function parseTime(iso) {
+  if (iso === null || iso === undefined || iso === "") return NaN;
+  let text = String(iso).trim().replace(" ", "T");
+  text = text.replace(/(\.\d{3})\d+/, "$1");
+  if (/T\d\d:\d\d/.test(text) && !ZONED.test(text)) text += "Z";
+  return Date.parse(text);
+}
+
 /** How long a run took, or has taken so far while it runs. */
 export function runDurationMs(run, now = Date.now()) {
   if (!run.started_at) return null;
-  const end = run.finished_at ? Date.parse(run.finished_at) : now;
-  return Math.max(0, end - Date.parse(run.started_at));
+  const end = run.finished_at ? parseTime(run.finished_at) : now;
+  return Math.max(0, end - parseTime(run.started_at));
 }
 
 export function fmtAgo(iso, now = Date.now()) {
-  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  const at = parseTime(iso);
+  if (Number.isNaN(at)) return "—";
+  const seconds = Math.max(0, Math.round((now - at) / 1000));
   if (seconds < 60) return `${seconds}s ago`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
   if (seconds < 86_400) return `${Math.floor(seconds / 3600)} h ago`;
-  return new Date(iso).toLocaleDateString();
+  return new Date(at).toLocaleDateString();
 }
 
 export function fmtTime(iso) {
-  return iso ? new Date(iso).toLocaleString() : "—";
+  const at = parseTime(iso);
+  return Number.isNaN(at) ? "—" : new Date(at).toLocaleString();
 }
 
 export function truncate(text, max) {

@@ -41,24 +41,26 @@ function words(text) {
   return text.trim().split(/\s+/).length;
 }
 
-const CLAMP_CHARS = 700;
-const CLAMP_LINES = 12;
+/** How much text shows before "Show all": in a panel of its own, and in a turn's card. */
+export const CLAMP = { chars: 700, lines: 12, cls: "" };
+export const CLAMP_BRIEF = { chars: 240, lines: 4, cls: "brief" };
 
 /** Long text shows its start, with a button to show all of it. */
-export function clampedText(text, cls = "text") {
+export function clampedText(text, cls = "text", limit = CLAMP) {
   const body = h("div", { class: cls }, text);
-  const long = text.length > CLAMP_CHARS || text.split("\n").length > CLAMP_LINES;
+  const long = text.length > limit.chars || text.split("\n").length > limit.lines;
   if (!long) return body;
   body.classList.add("clamped");
+  if (limit.cls) body.classList.add(limit.cls);
   const toggle = h("button", { class: "link more", type: "button" }, "Show all");
   toggle.addEventListener("click", () => {
     const clamped = body.classList.toggle("clamped");
     toggle.textContent = clamped ? "Show all" : "Show less";
   });
-  return h("div", {}, body, toggle);
+  return h("div", { class: "clamp-box" }, body, toggle);
 }
 
-export function completionView(text) {
+export function completionView(text, limit = CLAMP) {
   const parts = splitThink(text);
   if (!parts.length) return h("div", { class: "text muted" }, "(empty)");
   return h(
@@ -72,14 +74,14 @@ export function completionView(text) {
             h("summary", {}, `Reasoning · ${fmtInt(words(part.text))} words${part.open ? " (unfinished)" : ""}`),
             h("div", { class: "text" }, part.text.trim()),
           )
-        : clampedText(part.text.trim()),
+        : clampedText(part.text.trim(), "text", limit),
     ),
   );
 }
 
 // --- values -----------------------------------------------------------------------------
 
-export function valueView(value) {
+export function valueView(value, limit = CLAMP) {
   if (value === null || value === undefined) return h("span", { class: "muted" }, "—");
   if (typeof value === "boolean") {
     return h("span", { class: `flag ${value ? "yes" : "no"}` }, value ? "yes" : "no");
@@ -87,11 +89,11 @@ export function valueView(value) {
   if (typeof value === "number") return h("span", { class: "num" }, String(value));
   if (typeof value === "string") {
     return value.length > 80 || value.includes("\n")
-      ? clampedText(value, "text small")
+      ? clampedText(value, "text small", limit)
       : h("span", {}, value);
   }
   if (Array.isArray(value) && value.every((v) => typeof v !== "object" || v === null)) {
-    return h("ol", { class: "plain-list" }, value.map((v) => h("li", {}, valueView(v))));
+    return h("ol", { class: "plain-list" }, value.map((v) => h("li", {}, valueView(v, limit))));
   }
   return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
 }

@@ -1,7 +1,10 @@
-// One run: its summary, charts, and the conversation as a timeline with one lane per agent.
-// The timeline is built from the run's event stream, in the order things happened: stored
-// events replay first, then live ones arrive (a turn's text streams into its lane while the
-// model writes). Turns are read from /turns too, for their prompts and timestamps.
+// One run: its summary, charts, and the conversation. Each agent has a lane, a colour and a
+// name in the legend; its turns flow as cards in the order things happened, read left to right
+// and top to bottom, so a long discussion fills the width instead of one row per turn. Turns
+// of one step (the critics, the samples) stand side by side, and a decision sits under the
+// turns that made it. The timeline is built from the run's event stream: stored events replay
+// first, then live ones arrive (a turn's text streams into its card while the model writes).
+// Turns are read from /turns too, for their prompts and timestamps.
 
 import { ApiError, api, followEvents } from "./api.js";
 import { laneTimeline, stackedBars } from "./charts.js";
@@ -15,11 +18,12 @@ import {
   fmtTime,
   h,
   laneColor,
+  parseTime,
   runDurationMs,
   safeHref,
   statusBadge,
 } from "./dom.js";
-import { clampedText, completionView, decisionView, keyValues, outcomeView } from "./render.js";
+import { CLAMP_BRIEF, clampedText, completionView, decisionView, keyValues, outcomeView, valueView } from "./render.js";
 
 const SYNC_MS = 1500; // at most one /turns read per this while turns stream in
 
@@ -33,6 +37,34 @@ function messageView(message) {
   return h("div", { class: "message" }, h("div", { class: "message-role" }, message.role), clampedText(String(message.content ?? ""), "text small"));
 }
 
+function noAnswer(run) {
+  if (run.status === "cancelled") return h("span", { class: "muted" }, "none: cancelled");
+  if (run.status === "failed") return h("span", { class: "muted" }, "none: the run failed");
+  return h("span", { class: "muted" }, "—");
+}
+
+/**
+ * A turn's parsed output on a line or two: "agree: no  answer: 5". Fields that only repeat
+ * the completion (a critic's "text", a recruiter's list of roles) say nothing new and are left
+ * out; long values are cut short like the completion.
+ */
+function parsedView(turn) {
+  const completion = String(turn.completion ?? "");
+  const quoted = (v) => typeof v === "string" && completion.includes(v.trim());
+  const repeats = (v) =>
+    (typeof v === "string" && v.trim().length > 40 && quoted(v)) ||
+    (Array.isArray(v) && v.length > 0 && v.join("").length > 40 && v.every(quoted));
+  const fields = Object.entries(turn.parsed || {}).filter(([k, v]) => k !== "parse_ok" && k !== "parse_error" && !repeats(v));
+  if (!fields.length) return null;
+  return h(
+    "div",
+    { class: "parsed" },
+    h("span", { class: "note-label" }, "Parsed"),
+    " ",
+    fields.map(([key, value]) => h("span", { class: "field" }, h("span", { class: "key" }, `${key.replaceAll("_", " ")}:`), " ", valueView(value, CLAMP_BRIEF), " ")),
+  );
+}
+
 export function runPage(root, runId) {
   const controller = new AbortController();
   const { signal } = controller;
@@ -41,7 +73,7 @@ export function runPage(root, runId) {
   const receivedAt = new Map(); // key -> when the stream brought it (until /turns has its time)
   const lanes = [];
   const laneByName = new Map();
-  const rows = []; // grid rows after the heads: {kind: "turns", node, round, lanes, index} | {kind: "full"}
+  let lastStep = null; // the latest group of turns: {node, round, lanes, el}
   const cards = new Map(); // turn key -> its card
   const pending = new Map(); // turn key -> {card, text}
   const seen = new Set(); // event ids already shown
@@ -55,7 +87,10 @@ export function runPage(root, runId) {
   const summary = h("section", { class: "summary", id: "run-summary" });
   const problem = h("section", { class: "problem-box" });
   const charts = h("section", { class: "charts", id: "charts" });
+  const legend = h("div", { class: "lanes", id: "timeline-lanes" });
   const timeline = h("div", { class: "timeline", id: "timeline" });
+  const liveStep = h("div", { class: "turn-group live" }); // turns being written, always last
+  timeline.append(liveStep);
   const streamState = h("span", { class: "stream-state", id: "stream-state" });
   const follow = h("input", { type: "checkbox", id: "follow" });
   const notice = h("p", { class: "error", hidden: true, id: "run-error" });
@@ -74,7 +109,8 @@ export function runPage(root, runId) {
       streamState,
       h("label", { class: "follow" }, follow, " follow live"),
     ),
-    h("div", { class: "timeline-wrap" }, timeline),
+    legend,
+    timeline,
   );
 
   function fail(message) {
@@ -122,7 +158,7 @@ export function runPage(root, runId) {
     const href = run.trace_url ? safeHref(run.trace_url) : null;
     const items = [
       ["Pattern", run.pattern],
-      ["Answer", run.answer === null ? h("span", { class: "muted" }, "—") : h("strong", { id: "run-answer" }, run.answer)],
+      ["Answer", run.answer === null ? noAnswer(run) : h("strong", { id: "run-answer" }, run.answer)],
       [
         "Correct",
         check
@@ -143,7 +179,8 @@ export function runPage(root, runId) {
             : h("span", { class: "muted" }, "not traced"),
       ],
     ];
-    if (run.error) items.push(["Error", h("span", { class: "error" }, run.error)]);
+    // a cancelled run's error field only says that it was cancelled: no error to show
+    if (run.error && run.status !== "cancelled") items.push(["Error", h("span", { class: "error" }, run.error)]);
     clear(summary).append(h("dl", { class: "facts" }, items.map(([k, v]) => h("div", { class: "fact" }, h("dt", {}, k), h("dd", {}, v)))));
     clearInterval(tick);
     if (run.started_at && !run.finished_at) {
@@ -164,7 +201,7 @@ export function runPage(root, runId) {
     );
   }
 
-  // --- lanes and rows -------------------------------------------------------------------
+  // --- lanes and steps -------------------------------------------------------------------
 
   /** "Critic 2" -> ["Critic", 2]: numbered agents of one kind sit side by side, in order. */
   function laneKind(name) {
@@ -185,55 +222,57 @@ export function runPage(root, runId) {
     }
     lanes.splice(at, 0, found);
     laneByName.set(agent, found);
-    const head = h("div", { class: "lane-head", dataset: { lane: agent } }, h("span", { class: "lane-name" }, agent), role && role !== agent.toLowerCase() ? h("span", { class: "lane-role" }, role) : null);
-    head.style.borderTopColor = found.color;
-    timeline.append(head);
-    timeline.style.gridTemplateColumns = `repeat(${lanes.length}, minmax(170px, 1fr))`;
-    lanes.forEach((l, i) => {
-      l.index = i;
-    });
-    if (at !== lanes.length - 1) {
-      // a lane went in between: everything in the lanes after it moves one column right
-      for (const el of timeline.querySelectorAll("[data-lane]")) {
-        el.style.gridColumn = String(laneByName.get(el.dataset.lane).index + 1);
-      }
-    } else {
-      head.style.gridColumn = String(found.index + 1);
-    }
+    clear(legend).append(
+      ...lanes.map((l) => {
+        const head = h("div", { class: "lane-head", dataset: { lane: l.name } }, h("span", { class: "lane-name" }, l.name), l.role && l.role !== l.name.toLowerCase() ? h("span", { class: "lane-role" }, l.role) : null);
+        head.style.borderTopColor = l.color;
+        return head;
+      }),
+    );
     return found;
   }
 
-  /** The lane colour of whoever made a decision (``by``), if one lane is theirs. */
-  function deciderColor(by) {
+  /** Whether a decision made ``by`` someone ("ceo", "critics", "verifier") is this lane's. */
+  function decidedBy(l, by) {
     const name = String(by ?? "").toLowerCase();
-    const match = lanes.find((l) => l.role === name || l.name.toLowerCase() === name || `${l.role}s` === name);
-    return match ? match.color : null;
+    return l.role === name || l.name.toLowerCase() === name || `${l.role}s` === name;
   }
 
-  function nextRow() {
-    return rows.length + 2; // grid row 1 holds the lane heads
-  }
-
-  function placePending() {
-    for (const { card } of pending.values()) card.style.gridRow = String(nextRow());
-  }
-
-  function fullRow(el) {
-    el.style.gridColumn = "1 / -1";
-    el.style.gridRow = String(nextRow());
-    rows.push({ kind: "full" });
-    timeline.append(el);
-    placePending();
+  function follows(el) {
     if (follow.checked) el.scrollIntoView({ block: "nearest" });
+  }
+
+  /** A full-width line: a new round, a resumed run. */
+  function divider(text) {
+    lastStep = null;
+    timeline.insertBefore(h("div", { class: "round-divider" }, text), liveStep);
+  }
+
+  /** A decision goes under the step its decider's turns were in, or on its own after it. */
+  function placeDecision(el, by) {
+    const here = lastStep ? [...lastStep.lanes].map((name) => laneByName.get(name)).find((l) => decidedBy(l, by)) : null;
+    const decider = here ?? lanes.find((l) => decidedBy(l, by));
+    if (decider) el.style.borderLeftColor = decider.color;
+    if (here) {
+      el.classList.add("under");
+      lastStep.el.append(el);
+      lastStep.closed = true; // later turns of the same node are a new step
+    } else {
+      timeline.insertBefore(el, liveStep);
+      lastStep = null;
+    }
+    follows(el);
+  }
+
+  function sized(step) {
+    step.style.setProperty("--n", String(Math.max(1, step.querySelectorAll(":scope > .turn").length)));
   }
 
   function turnCard(turn, laneInfo) {
     const stats = `${fmtInt(turn.prompt_tokens)} → ${fmtInt(turn.completion_tokens)} tokens · ${fmtMs(turn.latency_ms)}`;
     const prompt = h("details", { class: "prompt" }, h("summary", {}, "Prompt"));
     prompt.addEventListener("toggle", () => showPrompt(prompt, turn.key), { once: true });
-    const parsed = turn.parsed && Object.keys(turn.parsed).length
-      ? h("div", { class: "parsed" }, h("div", { class: "note-label" }, "Parsed output"), keyValues(Object.fromEntries(Object.entries(turn.parsed).filter(([k]) => k !== "parse_ok" && k !== "parse_error"))))
-      : null;
+    const parsed = parsedView(turn);
     const footer = [turn.model + (turn.adapter ? ` + ${turn.adapter}` : "")];
     if (turn.params?.max_tokens) footer.push(`max ${fmtInt(turn.params.max_tokens)} tokens`);
     const card = h(
@@ -242,18 +281,16 @@ export function runPage(root, runId) {
       h(
         "header",
         {},
-        h("span", { class: "agent" }, turn.agent),
+        h("span", { class: "agent", title: turn.role_description || null }, turn.agent),
         h("span", { class: "where" }, `${turn.node} · round ${turn.round}`),
         h("span", { class: "stats" }, stats),
       ),
-      turn.role_description ? h("p", { class: "desc" }, turn.role_description) : null,
       turn.error ? h("p", { class: "error" }, turn.error) : null,
-      completionView(turn.completion),
+      completionView(turn.completion, CLAMP_BRIEF),
       turn.finish_reason === "length" ? h("p", { class: "chip warn" }, "cut off at its token budget") : null,
       turn.parse_ok === false ? h("p", { class: "chip warn" }, `not parsed: ${turn.parse_error ?? "no reason given"}`) : null,
       parsed,
-      prompt,
-      h("footer", { class: "muted" }, footer.join(" · ")),
+      h("footer", {}, prompt, h("span", { class: "muted model" }, footer.join(" · "))),
     );
     card.style.borderTopColor = laneInfo.color;
     return card;
@@ -274,40 +311,34 @@ export function runPage(root, runId) {
     const shown = cards.get(turn.key);
     if (shown) {
       // the same turn from both the event stream and a store read (whichever came first drew
-      // it): renew the card where it stands, never a second card in a row of its own
+      // it): renew the card where it stands, never a second card
       const card = turnCard(turn, laneInfo);
-      card.style.gridColumn = shown.style.gridColumn;
-      card.style.gridRow = shown.style.gridRow;
       shown.replaceWith(card);
       cards.set(turn.key, card);
       return;
     }
-    if (lastRound !== null && turn.round !== lastRound) {
-      fullRow(h("div", { class: "round-divider" }, `Round ${turn.round}`));
-    }
+    if (lastRound !== null && turn.round !== lastRound) divider(`Round ${turn.round}`);
     lastRound = turn.round;
-    const last = rows.at(-1);
-    let index;
-    // parallel calls of one step (critics, samples) share a row, one card per lane
-    if (last && last.kind === "turns" && last.node === turn.node && last.round === turn.round && !last.lanes.has(laneInfo.name)) {
-      last.lanes.add(laneInfo.name);
-      index = last.index;
-    } else {
-      index = nextRow();
-      rows.push({ kind: "turns", node: turn.node, round: turn.round, lanes: new Set([laneInfo.name]), index });
+    // parallel calls of one step (critics, samples) share a group, one card per agent
+    const step = lastStep;
+    if (!(step && !step.closed && step.node === turn.node && step.round === turn.round && !step.lanes.has(laneInfo.name))) {
+      const el = h("div", { class: "turn-group", dataset: { node: turn.node, round: String(turn.round) } });
+      timeline.insertBefore(el, liveStep);
+      lastStep = { node: turn.node, round: turn.round, lanes: new Set(), el, closed: false };
     }
+    lastStep.lanes.add(laneInfo.name);
     const card = turnCard(turn, laneInfo);
-    card.style.gridColumn = String(laneInfo.index + 1);
-    card.style.gridRow = String(index);
+    const decided = lastStep.el.querySelector(":scope > .under");
+    lastStep.el.insertBefore(card, decided);
+    sized(lastStep.el);
     const live = pending.get(turn.key);
     if (live) {
       live.card.remove();
       pending.delete(turn.key);
+      sized(liveStep);
     }
-    timeline.append(card);
     cards.set(turn.key, card);
-    placePending();
-    if (follow.checked) card.scrollIntoView({ block: "nearest" });
+    follows(card);
   }
 
   function pendingCard(key, agent, role) {
@@ -321,13 +352,12 @@ export function runPage(root, runId) {
       h("header", {}, h("span", { class: "agent" }, agent), h("span", { class: "where" }, "writing…")),
       text,
     );
-    card.style.gridColumn = String(laneInfo.index + 1);
-    card.style.gridRow = String(nextRow());
     card.style.borderTopColor = laneInfo.color;
-    timeline.append(card);
+    liveStep.append(card);
+    sized(liveStep);
     live = { card, text };
     pending.set(key, live);
-    if (follow.checked) card.scrollIntoView({ block: "nearest" });
+    follows(card);
     return live;
   }
 
@@ -358,22 +388,23 @@ export function runPage(root, runId) {
         break;
       }
       case "decision":
-        fullRow(decisionView(data, deciderColor(data.by)));
+        placeDecision(decisionView(data), data.by);
         break;
       case "outcome":
-        fullRow(outcomeView(data));
+        placeDecision(outcomeView(data), null);
         break;
       case "run_finished":
         for (const { card } of pending.values()) card.remove();
         pending.clear();
+        sized(liveStep);
         refreshRun();
         break;
       case "run_started":
-        if (data.resuming) fullRow(h("div", { class: "round-divider" }, "Resumed from its last checkpoint"));
+        if (data.resuming) divider("Resumed from its last checkpoint");
         refreshRun();
         break;
       default:
-        fullRow(h("div", { class: "decision" }, h("div", { class: "decision-head" }, h("span", { class: "decision-title" }, type)), keyValues(data, "kv inline")));
+        placeDecision(h("div", { class: "decision" }, h("div", { class: "decision-head" }, h("span", { class: "decision-title" }, type)), keyValues(data, "kv inline")), null);
     }
   }
 
@@ -433,7 +464,7 @@ export function runPage(root, runId) {
     charts.append(stackedBars({ title: "Tokens per agent", rows: byAgent, partNames: names }));
     if (rounds.length > 1) charts.append(stackedBars({ title: "Tokens per round", rows: byRound, partNames: names }));
     const items = all.map((t) => {
-      const end = t.created_at ? Date.parse(t.created_at) : receivedAt.get(t.key) ?? Date.now();
+      const end = t.created_at ? parseTime(t.created_at) : receivedAt.get(t.key) ?? Date.now();
       return {
         lane: t.agent,
         start: end - t.latency_ms,

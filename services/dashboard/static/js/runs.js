@@ -31,6 +31,13 @@ function correctness(run) {
   );
 }
 
+/** Why a run has no answer: still going, cancelled (its error field only says so), or failed. */
+export function noAnswer(run) {
+  if (run.status === "cancelled") return h("span", { class: "muted", title: run.error ?? "" }, "cancelled");
+  if (run.status === "failed") return h("span", { class: "error", title: run.error ?? "" }, "error");
+  return h("span", { class: "muted" }, "—");
+}
+
 function runRow(run, now) {
   const link = `#/runs/${encodeURIComponent(run.id)}`;
   const duration = runDurationMs(run, now);
@@ -42,7 +49,7 @@ function runRow(run, now) {
     h("td", { class: "pattern" }, run.pattern),
     h("td", {}, statusBadge(run.status)),
     h("td", { class: "problem" }, h("a", { href: link, title: truncate(run.problem, 600) }, truncate(run.problem, 90))),
-    h("td", { class: "answer" }, run.answer === null ? h("span", { class: "muted" }, run.error ? "error" : "—") : truncate(run.answer, 40)),
+    h("td", { class: "answer" }, run.answer === null ? noAnswer(run) : truncate(run.answer, 40)),
     h("td", { class: "correct" }, correctness(run)),
     h("td", { class: "num tokens", title: `${fmtInt(run.usage.prompt_tokens)} prompt + ${fmtInt(run.usage.completion_tokens)} completion` }, fmtInt(run.usage.total_tokens)),
     h("td", { class: "num" }, fmtCost(run.cost_usd)),
