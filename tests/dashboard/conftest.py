@@ -55,8 +55,21 @@ DISCUSSION = {
 }
 
 
+SKIPPED_FOR_NO_BROWSER = "browser test skipped: "
+
+
 def chromium_path() -> str | None:
-    return os.environ.get("THINKTANK_CHROMIUM") or shutil.which("chromium")
+    configured = os.environ.get("THINKTANK_CHROMIUM")
+    if configured:
+        return configured if Path(configured).is_file() else None
+    return shutil.which("chromium")
+
+
+def no_chromium_reason() -> str:
+    configured = os.environ.get("THINKTANK_CHROMIUM")
+    if configured:
+        return f"THINKTANK_CHROMIUM={configured} is not a file"
+    return "no chromium on PATH (apt-get install chromium, or set THINKTANK_CHROMIUM)"
 
 
 def dashboard_settings(
@@ -80,10 +93,9 @@ def dashboard_settings(
 def browser() -> Iterator[Any]:
     executable = chromium_path()
     if executable is None:
-        message = "chromium is not installed (apt-get install chromium; .ci/run does it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        if os.environ.get("CI"):  # .ci/run installs it: a missing browser is a broken CI
+            pytest.fail(no_chromium_reason())
+        pytest.skip(SKIPPED_FOR_NO_BROWSER + no_chromium_reason())
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -144,3 +156,17 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say, above the closing line, that the browser tests did not run and why: a plain
+    ``make test`` on a machine without chromium otherwise skips them all without a word."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and SKIPPED_FOR_NO_BROWSER in report.longrepr[2]
+    ]
+    if skipped:
+        terminalreporter.write_sep("=", "browser tests not run", yellow=True, bold=True)
+        count = f"{len(skipped)} browser test{'s' if len(skipped) != 1 else ''}"
+        terminalreporter.write_line(f"{count} skipped: {no_chromium_reason()}", yellow=True)
