@@ -73,7 +73,7 @@ export function runPage(root, runId) {
   const receivedAt = new Map(); // key -> when the stream brought it (until /turns has its time)
   const lanes = [];
   const laneByName = new Map();
-  let lastStep = null; // the latest group of turns: {node, round, lanes, el}
+  let lastStep = null; // the latest group of turns: {node, round, lanes, el, closed: a decision ended it}
   const cards = new Map(); // turn key -> its card
   const pending = new Map(); // turn key -> {card, text}
   const seen = new Set(); // event ids already shown
