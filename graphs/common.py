@@ -8,6 +8,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.backends.serving_config import check_adapter_name
 
+MAX_CALL_TOKENS = 131_072
+"""The most tokens one model call may be asked for: the longest context of the models served
+here. Every ``*_max_tokens`` option stops at it, so a run's size is known when it is submitted."""
+MAX_NAME_CHARS = 100
+"""Logical model names and adapter names are short words (``policy``, ``critic-rl-v3``)."""
+MAX_ANSWER_CHARS = 10_000
+"""A reference answer is a final answer, not a solution."""
+MAX_SOLUTION_CHARS = 100_000
+"""A worked solution given to a game or a judge: as long as a problem may be."""
+MAX_STEPS = 1000
+"""Steps of a solution a judge reads, or a game may rewrite."""
+MAX_ADAPTERS = 32
+
 
 class PatternConfig(BaseModel):
     """Knobs every pattern has. Unknown fields are an error, not silently ignored."""
@@ -24,6 +37,7 @@ class PatternConfig(BaseModel):
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
     adapters: dict[str, str] = Field(
         default_factory=dict,
+        max_length=MAX_ADAPTERS,
         description="logical model name -> LoRA adapter (a registered model version) its calls "
         "in this run use; a campaign plays each round with its newest versions this way",
     )
@@ -31,7 +45,9 @@ class PatternConfig(BaseModel):
     @field_validator("adapters")
     @classmethod
     def _adapter_names(cls, adapters: dict[str, str]) -> dict[str, str]:
-        for name in adapters.values():
+        for model, name in adapters.items():
+            if len(model) > MAX_NAME_CHARS:
+                raise ValueError(f"logical model names are at most {MAX_NAME_CHARS} characters")
             check_adapter_name(name)
         return adapters
 

@@ -19,7 +19,13 @@ from pydantic import Field, model_validator
 
 from agents.calls import Agent, BudgetExhausted, RunContext, ask
 from agents.model import SamplingParams
-from graphs.common import PatternConfig, extend_or_clear, first_reason
+from graphs.common import (
+    MAX_ANSWER_CHARS,
+    MAX_CALL_TOKENS,
+    PatternConfig,
+    extend_or_clear,
+    first_reason,
+)
 from roles import discussion as roles
 from roles.answers import extract_answer, shared_text
 from roles.checking import answers_match
@@ -50,29 +56,36 @@ class DiscussionConfig(PatternConfig):
     token_menu: list[int] = Field(
         default_factory=lambda: [384, 768],
         min_length=1,
+        max_length=16,
         description="budgets the CEO may give the solver and critics per call",
     )
-    ceo_max_tokens: int = Field(96, ge=8, description="budget of each CEO call")
-    recruiter_max_tokens: int = Field(96, ge=8, description="budget of each recruiter call")
-    evaluator_max_tokens: int = Field(128, ge=8, description="budget of each evaluator call")
+    ceo_max_tokens: int = Field(96, ge=8, le=MAX_CALL_TOKENS, description="budget of each CEO call")
+    recruiter_max_tokens: int = Field(
+        96, ge=8, le=MAX_CALL_TOKENS, description="budget of each recruiter call"
+    )
+    evaluator_max_tokens: int = Field(
+        128, ge=8, le=MAX_CALL_TOKENS, description="budget of each evaluator call"
+    )
     conclude_max_tokens: int = Field(
         48,
         ge=0,
+        le=MAX_CALL_TOKENS,
         description="a solver cut off at its token limit is asked for its final answer in this "
         "many tokens (M1's budget forcing; 0: never)",
     )
-    solver_history: int = Field(5, ge=0, description="history entries the solver sees")
-    critic_history: int = Field(3, ge=0, description="history entries a critic sees")
+    solver_history: int = Field(5, ge=0, le=100, description="history entries the solver sees")
+    critic_history: int = Field(3, ge=0, le=100, description="history entries a critic sees")
     reference_answer: str | None = Field(
         None,
+        max_length=MAX_ANSWER_CHARS,
         description="the known answer, never shown to the agents: the run is judged against "
         "it (the API's answer_check, `data export --only-correct`)",
     )
 
     @model_validator(mode="after")
     def _menu_positive(self) -> DiscussionConfig:
-        if any(t < 8 for t in self.token_menu):
-            raise ValueError("token_menu entries must be at least 8 tokens")
+        if any(not 8 <= t <= MAX_CALL_TOKENS for t in self.token_menu):
+            raise ValueError(f"token_menu entries must be from 8 to {MAX_CALL_TOKENS} tokens")
         return self
 
 

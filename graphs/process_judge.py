@@ -18,7 +18,7 @@ from pydantic import Field
 
 from agents.calls import Agent, BudgetExhausted, RunContext, ask
 from agents.model import SamplingParams
-from graphs.common import PatternConfig, first_reason
+from graphs.common import MAX_CALL_TOKENS, MAX_NAME_CHARS, MAX_STEPS, PatternConfig, first_reason
 from roles import sdv as roles
 
 
@@ -26,14 +26,18 @@ class ProcessJudgeConfig(PatternConfig):
     """One verifier (or a vote of several) over a solution given step by step."""
 
     steps: list[str] = Field(
-        min_length=1, description="the solution's steps, judged as paragraphs 0, 1, ..."
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="the solution's steps, judged as paragraphs 0, 1, ...",
     )
-    judge_model: str = Field("verifier", description="logical model name of the judge")
+    judge_model: str = Field(
+        "verifier", max_length=MAX_NAME_CHARS, description="logical model name of the judge"
+    )
     mode: Literal["fast", "slow"] = Field(
         "slow", description="slow: critique paragraph by paragraph (ProcessBench); fast: at once"
     )
     samples: int = Field(1, ge=1, le=16, description="judgments to vote over")
-    max_tokens: int = Field(512, ge=1, description="budget of each judgment")
+    max_tokens: int = Field(512, ge=1, le=MAX_CALL_TOKENS, description="budget of each judgment")
     temperature: float = Field(
         0.0, ge=0.0, le=2.0, description="sampling temperature (ProcessBench decodes greedily)"
     )

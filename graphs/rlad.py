@@ -20,7 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from agents.calls import Agent, BudgetExhausted, RunContext, ask
 from agents.model import SamplingParams
-from graphs.common import PatternConfig, first_reason
+from graphs.common import MAX_ANSWER_CHARS, MAX_CALL_TOKENS, PatternConfig, first_reason
 from roles import rlad as roles
 from roles.answers import extract_answer, majority_answer, normalize_answer, shared_text
 
@@ -59,14 +59,22 @@ class RladConfig(PatternConfig):
         "reference_answer is given, since improvements need it)",
     )
     reference_answer: str | None = Field(
-        None, description="the known answer: enables rewards and the reference leak check"
+        None,
+        max_length=MAX_ANSWER_CHARS,
+        description="the known answer: enables rewards and the reference leak check",
     )
     use_verifier: bool = Field(
         False, description="the verifier picks the final answer among the candidates"
     )
-    abstraction_max_tokens: int = Field(256, ge=8, description="budget of the abstraction call")
-    solution_max_tokens: int = Field(256, ge=8, description="budget of each solution")
-    verifier_max_tokens: int = Field(128, ge=8, description="budget of the verifier call")
+    abstraction_max_tokens: int = Field(
+        256, ge=8, le=MAX_CALL_TOKENS, description="budget of the abstraction call"
+    )
+    solution_max_tokens: int = Field(
+        256, ge=8, le=MAX_CALL_TOKENS, description="budget of each solution"
+    )
+    verifier_max_tokens: int = Field(
+        128, ge=8, le=MAX_CALL_TOKENS, description="budget of the verifier call"
+    )
     verifier_candidates: int = Field(
         4, ge=2, le=16, description="most distinct answers (by votes) the verifier sees"
     )

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from agents.calls import Agent, BudgetExhausted, RunContext, TextWatch, Turn, ask
 from agents.model import ChatMessage, Completion, SamplingParams
-from graphs.common import PatternConfig, first_reason
+from graphs.common import MAX_ANSWER_CHARS, MAX_CALL_TOKENS, PatternConfig, first_reason
 from roles import sdv as roles
 from roles.answers import extract_answer, majority_answer, normalize_answer
 from roles.baselines import solver_messages
@@ -43,13 +43,19 @@ class SdvConfig(PatternConfig):
     threshold 0.8, one refinement round of 4 candidates) with per-call budgets sized for a
     small local model; the paper's solver writes up to 32,768 tokens."""
 
-    solve_max_tokens: int = Field(512, ge=8, description="budget of each solver stream")
+    solve_max_tokens: int = Field(
+        512, ge=8, le=MAX_CALL_TOKENS, description="budget of each solver stream"
+    )
     conclude_max_tokens: int = Field(
-        96, ge=8, description="budget of the answer a solver stopped early is asked for"
+        96,
+        ge=8,
+        le=MAX_CALL_TOKENS,
+        description="budget of the answer a solver stopped early is asked for",
     )
     detect: bool = Field(True, description="probe the solver at hesitation cues (Detect)")
     cues: list[str] = Field(
         default_factory=lambda: list(roles.DEFAULT_CUES),
+        max_length=64,
         description="hesitation cues that trigger the detector (whole words, any case)",
     )
     detect_threshold: float = Field(
@@ -69,8 +75,12 @@ class SdvConfig(PatternConfig):
         le=1.0,
         description="fast checks that agree less than this escalate to ceil(k/4) slow checks",
     )
-    fast_max_tokens: int = Field(32, ge=1, description="budget of each fast check")
-    slow_max_tokens: int = Field(512, ge=8, description="budget of each slow check")
+    fast_max_tokens: int = Field(
+        32, ge=1, le=MAX_CALL_TOKENS, description="budget of each fast check"
+    )
+    slow_max_tokens: int = Field(
+        512, ge=8, le=MAX_CALL_TOKENS, description="budget of each slow check"
+    )
     verify_temperature: float = Field(0.6, ge=0.0, le=2.0, description="verifier sampling")
     refine_rounds: int = Field(
         1, ge=0, le=10, description="refinements of a solution found wrong (as released: 1)"
@@ -79,7 +89,9 @@ class SdvConfig(PatternConfig):
         4, ge=1, le=32, description="best-of-n candidates per refinement, voted by answer"
     )
     reference_answer: str | None = Field(
-        None, description="when known: the accounting says which answers were right"
+        None,
+        max_length=MAX_ANSWER_CHARS,
+        description="when known: the accounting says which answers were right",
     )
 
 

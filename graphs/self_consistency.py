@@ -18,7 +18,7 @@ from pydantic import Field
 
 from agents.calls import Agent, BudgetExhausted, RunContext, Turn, ask
 from agents.model import SamplingParams
-from graphs.common import PatternConfig, first_reason
+from graphs.common import MAX_CALL_TOKENS, PatternConfig, first_reason
 from roles.answers import extract_answer, majority_answer, normalize_answer
 from roles.baselines import solver_messages
 
@@ -27,7 +27,7 @@ class SelfConsistencyConfig(PatternConfig):
     """n samples of one solver, majority vote over their answers."""
 
     samples: int = Field(8, ge=1, le=64, description="independent solutions to vote over")
-    max_tokens: int = Field(512, ge=8, description="budget of each sample")
+    max_tokens: int = Field(512, ge=8, le=MAX_CALL_TOKENS, description="budget of each sample")
     early_stop: bool = Field(True, description="stop once the majority can no longer change")
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from agents.calls import Agent, BudgetExhausted, RunContext, ask
 from agents.model import SamplingParams
-from graphs.common import PatternConfig, first_reason
+from graphs.common import MAX_CALL_TOKENS, PatternConfig, first_reason
 from roles.answers import extract_answer
 from roles.baselines import solver_messages
 
@@ -18,7 +18,9 @@ from roles.baselines import solver_messages
 class SingleConfig(PatternConfig):
     """One solver, one sample."""
 
-    max_tokens: int = Field(512, ge=8, description="budget of the solver's one call")
+    max_tokens: int = Field(
+        512, ge=8, le=MAX_CALL_TOKENS, description="budget of the solver's one call"
+    )
 
 
 class SingleState(TypedDict, total=False):

@@ -28,7 +28,15 @@ from pydantic import Field
 
 from agents.calls import Agent, BudgetExhausted, RunContext, Turn, ask
 from agents.model import SamplingParams
-from graphs.common import PatternConfig, first_reason
+from graphs.common import (
+    MAX_ANSWER_CHARS,
+    MAX_CALL_TOKENS,
+    MAX_NAME_CHARS,
+    MAX_SOLUTION_CHARS,
+    MAX_STEPS,
+    PatternConfig,
+    first_reason,
+)
 from graphs.spc_search import judge_step
 from roles import spc as roles
 from roles.answers import extract_answer
@@ -39,10 +47,14 @@ class SpcGameConfig(PatternConfig):
     """One game; the problem is the run's problem, its reference answer is required."""
 
     reference_answer: str = Field(
-        min_length=1, description="the problem's correct final answer (judges every solution)"
+        min_length=1,
+        max_length=MAX_ANSWER_CHARS,
+        description="the problem's correct final answer (judges every solution)",
     )
     solution: str | None = Field(
-        None, description="a correct solution to play on (default: generate and check one)"
+        None,
+        max_length=MAX_SOLUTION_CHARS,
+        description="a correct solution to play on (default: generate and check one)",
     )
     solution_attempts: int = Field(
         4, ge=1, le=64, description="solutions generated before giving up on finding a correct one"
@@ -50,6 +62,7 @@ class SpcGameConfig(PatternConfig):
     step_index: int | None = Field(
         None,
         ge=0,
+        le=MAX_STEPS,
         description="0-based step to rewrite (default: a random step; past the end: the last)",
     )
     rollouts: int = Field(
@@ -61,14 +74,30 @@ class SpcGameConfig(PatternConfig):
     max_sneaky_success: float = Field(
         0.0, ge=0.0, le=1.0, description="success rate the sneaky prefix may have (paper: 0)"
     )
-    round: int = Field(0, ge=0, description="the campaign round this game belongs to")
-    solver_model: str = Field("policy", description="logical model name of the solver")
-    sneaky_model: str = Field("sneaky", description="logical model name of the sneaky generator")
-    critic_model: str = Field("critic", description="logical model name of the critic")
-    solution_max_tokens: int = Field(512, ge=8, description="budget of each generated solution")
-    sneaky_max_tokens: int = Field(256, ge=8, description="budget of the sneaky generator's call")
-    rollout_max_tokens: int = Field(384, ge=8, description="budget of each validity roll-out")
-    critic_max_tokens: int = Field(512, ge=8, description="budget of each critic call")
+    round: int = Field(0, ge=0, le=100_000, description="the campaign round this game belongs to")
+    solver_model: str = Field(
+        "policy", max_length=MAX_NAME_CHARS, description="logical model name of the solver"
+    )
+    sneaky_model: str = Field(
+        "sneaky",
+        max_length=MAX_NAME_CHARS,
+        description="logical model name of the sneaky generator",
+    )
+    critic_model: str = Field(
+        "critic", max_length=MAX_NAME_CHARS, description="logical model name of the critic"
+    )
+    solution_max_tokens: int = Field(
+        512, ge=8, le=MAX_CALL_TOKENS, description="budget of each generated solution"
+    )
+    sneaky_max_tokens: int = Field(
+        256, ge=8, le=MAX_CALL_TOKENS, description="budget of the sneaky generator's call"
+    )
+    rollout_max_tokens: int = Field(
+        384, ge=8, le=MAX_CALL_TOKENS, description="budget of each validity roll-out"
+    )
+    critic_max_tokens: int = Field(
+        512, ge=8, le=MAX_CALL_TOKENS, description="budget of each critic call"
+    )
     critic_temperature: float = Field(
         0.0, ge=0.0, le=2.0, description="the critic's sampling temperature (paper: greedy)"
     )

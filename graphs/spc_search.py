@@ -21,7 +21,7 @@ from pydantic import Field
 
 from agents.calls import Agent, BudgetExhausted, RunContext, Turn, ask
 from agents.model import SamplingParams
-from graphs.common import PatternConfig
+from graphs.common import MAX_CALL_TOKENS, MAX_NAME_CHARS, PatternConfig
 from roles import spc as roles
 from roles.answers import extract_answer, last_boxed, majority_answer, shared_text
 
@@ -34,13 +34,21 @@ class SpcSearchConfig(PatternConfig):
         5, ge=0, le=20, description="resamples of a step the critic rejects (paper: 5)"
     )
     max_steps: int = Field(12, ge=1, le=100, description="most steps in one solution")
-    step_max_tokens: int = Field(128, ge=8, description="budget of each proposed step")
-    critic_max_tokens: int = Field(256, ge=8, description="budget of each critic call")
+    step_max_tokens: int = Field(
+        128, ge=8, le=MAX_CALL_TOKENS, description="budget of each proposed step"
+    )
+    critic_max_tokens: int = Field(
+        256, ge=8, le=MAX_CALL_TOKENS, description="budget of each critic call"
+    )
     critic_temperature: float = Field(
         0.0, ge=0.0, le=2.0, description="the critic's sampling temperature (paper: greedy)"
     )
-    solver_model: str = Field("policy", description="logical model name of the solver")
-    critic_model: str = Field("critic", description="logical model name of the critic")
+    solver_model: str = Field(
+        "policy", max_length=MAX_NAME_CHARS, description="logical model name of the solver"
+    )
+    critic_model: str = Field(
+        "critic", max_length=MAX_NAME_CHARS, description="logical model name of the critic"
+    )
     token_budget: int | None = Field(
         16000,
         ge=16,

@@ -3,13 +3,17 @@
 With a broker, a campaign's chain goes to the workers (``services.campaign_chains``).
 Embedded, the API process drives each campaign as an asyncio task, and picks up campaigns
 whose driver went silent (a previous process that died) every ``interval_s``, as the workers'
-reapers do.
+reapers do. Its trainings are tied to the API process: at its close they are asked to
+checkpoint and stop (and killed after ``TRAINING_STOP_S``), and if it dies the kernel stops
+them; the campaign resumes them from their checkpoints when a server drives it again. A
+trainer on a Ray cluster is the cluster's and goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 
 from celery import Celery
 
@@ -21,10 +25,12 @@ from services.campaign_chains import start_on_celery
 from store import campaigns as repo
 from store.runs import Store
 from training.campaigns import CampaignEnv, drive
+from training.jobs import stop_tied
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
+TRAINING_STOP_S = 30.0
 
 
 class CampaignDrivers:
@@ -44,6 +50,9 @@ class CampaignDrivers:
         self.stale_after_s = stale_after_s
         self._tasks: dict[str, asyncio.Task[object]] = {}
         self._celery: Celery | None = None
+        self._trainings: list[subprocess.Popen[bytes]] = []
+        self.starting = asyncio.Lock()
+        """Held while a campaign is checked against its caller's limit and stored."""
 
     @property
     def driver(self) -> str:
@@ -55,7 +64,11 @@ class CampaignDrivers:
                 self._celery = make_celery(self.broker_url)
             await start_on_celery(self._celery, self.store, campaign_id, token)
             return
-        env = CampaignEnv(self.store, self.models, self.database_url)
+        # pruned in place: the drivers already running hold this same list
+        self._trainings[:] = [p for p in self._trainings if p.poll() is None]
+        env = CampaignEnv(
+            self.store, self.models, self.database_url, tied_trainings=self._trainings
+        )
         task = asyncio.create_task(drive(env, campaign_id, token), name=f"campaign-{campaign_id}")
         self._tasks[campaign_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(campaign_id, None))
@@ -76,5 +89,6 @@ class CampaignDrivers:
     async def close(self) -> None:
         # Cancelled drivers leave their campaigns where they are; the next start resumes them.
         await cancel_and_wait(list(self._tasks.values()))
+        await stop_tied(self._trainings, grace_s=TRAINING_STOP_S)
         if self._celery is not None:
             self._celery.close()

@@ -94,6 +94,14 @@ class Settings(BaseSettings):
         description="a campaign whose driver has written nothing for this long is taken over "
         "and resumed (its driver writes a heartbeat every 10 s)",
     )
+    keyless_campaigns: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="with API keys off (the loopback default), how many campaigns started "
+        "without a key may be queued or running at once (0: none can be started); with keys "
+        "on, each key's own limit counts (`thinktank keys grant KEY campaigns`)",
+    )
     auth: Literal["auto", "on", "off"] = Field(
         "auto",
         description="API keys: on, off, or auto (on unless the server binds a loopback address)",

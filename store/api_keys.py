@@ -7,6 +7,10 @@ looking the hash up, so no comparison of secrets ever happens in Python. Nothing
 
 Lookups are not cached: every request reads the key's row, so a revoked key fails on the very
 next request, in every API process.
+
+Starting a campaign (which plays many games and trains models) is a permission of its own: a
+key has it only once it is granted (``thinktank keys grant KEY campaigns``), with a limit on how
+many of its campaigns run at once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.runs import Store
 from store.tables.runs import ApiKey, Run
@@ -25,6 +30,8 @@ DISPLAY_CHARS = len(KEY_PREFIX) + 8
 # a real key is 46 characters; anything much longer is not one, and is not worth hashing
 MAX_KEY_CHARS = 200
 DEFAULT_RATE_LIMIT_PER_MINUTE = 60
+DEFAULT_MAX_RUNNING_CAMPAIGNS = 1
+MAX_RUNNING_CAMPAIGNS = 100
 
 
 class KeyNotFound(LookupError):
@@ -66,6 +73,8 @@ async def create_key(
     *,
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE,
     token_quota: int | None = None,
+    can_start_campaigns: bool = False,
+    max_running_campaigns: int = DEFAULT_MAX_RUNNING_CAMPAIGNS,
 ) -> tuple[ApiKey, str]:
     """Store a new key; returns its row and the key itself, which nothing can show again."""
     name = name.strip()
@@ -75,6 +84,7 @@ async def create_key(
         raise ValueError("the rate limit must be at least 1 request per minute")
     if token_quota is not None and token_quota < 1:
         raise ValueError("the token quota must be at least 1 token (omit it for no quota)")
+    check_campaign_limit(max_running_campaigns)
     key = generate_key()
     row = ApiKey(
         name=name,
@@ -82,10 +92,19 @@ async def create_key(
         key_hash=hash_key(key),
         rate_limit_per_minute=rate_limit_per_minute,
         token_quota=token_quota,
+        can_start_campaigns=can_start_campaigns,
+        max_running_campaigns=max_running_campaigns,
     )
     async with store.session() as session, session.begin():
         session.add(row)
     return row, key
+
+
+def check_campaign_limit(max_running: int) -> None:
+    if not 1 <= max_running <= MAX_RUNNING_CAMPAIGNS:
+        raise ValueError(
+            f"a key's limit of running campaigns must be from 1 to {MAX_RUNNING_CAMPAIGNS}"
+        )
 
 
 async def find_key(store: Store, key: str) -> ApiKey | None:
@@ -96,31 +115,54 @@ async def find_key(store: Store, key: str) -> ApiKey | None:
         return await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
 
 
+async def get_key(store: Store, key_id: str) -> ApiKey | None:
+    async with store.session() as session:
+        return await session.get(ApiKey, key_id)
+
+
 async def list_keys(store: Store) -> list[ApiKey]:
     async with store.session() as session:
         rows = await session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
         return list(rows.all())
 
 
+async def _one_key(session: AsyncSession, id_or_prefix: str) -> ApiKey:
+    rows = list(
+        (
+            await session.scalars(
+                select(ApiKey).where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))
+            )
+        ).all()
+    )
+    if not rows:
+        raise KeyNotFound(id_or_prefix)
+    if len(rows) > 1:
+        raise AmbiguousKey(id_or_prefix)
+    return rows[0]
+
+
 async def revoke_key(store: Store, id_or_prefix: str) -> ApiKey:
     """Revoke by id or display prefix; revoking a revoked key keeps its first revocation time."""
     async with store.session() as session, session.begin():
-        rows = list(
-            (
-                await session.scalars(
-                    select(ApiKey).where(
-                        or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix)
-                    )
-                )
-            ).all()
-        )
-        if not rows:
-            raise KeyNotFound(id_or_prefix)
-        if len(rows) > 1:
-            raise AmbiguousKey(id_or_prefix)
-        row = rows[0]
+        row = await _one_key(session, id_or_prefix)
         if row.revoked_at is None:
             row.revoked_at = datetime.now(UTC)
+    return row
+
+
+async def set_campaign_permission(
+    store: Store, id_or_prefix: str, *, allowed: bool, max_running: int | None = None
+) -> ApiKey:
+    """Grant (or take back) a key's permission to start campaigns, and set how many of its
+    campaigns may run at once (unchanged when ``max_running`` is None). Campaigns already
+    running go on."""
+    if max_running is not None:
+        check_campaign_limit(max_running)
+    async with store.session() as session, session.begin():
+        row = await _one_key(session, id_or_prefix)
+        row.can_start_campaigns = allowed
+        if max_running is not None:
+            row.max_running_campaigns = max_running
     return row
 
 

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from store.runs import Store
@@ -97,6 +97,20 @@ async def list_campaigns(
         query = query.where(Campaign.api_key_id == api_key_id)
     async with store.session() as session:
         return list((await session.scalars(query.limit(limit))).all())
+
+
+ACTIVE = ("queued", "running")
+
+
+async def count_active(store: Store, *, api_key_id: str | None) -> int:
+    """Campaigns queued or running that ``api_key_id`` started (None: those started without a
+    key, by the CLI or a keyless API)."""
+    owner = (
+        Campaign.api_key_id.is_(None) if api_key_id is None else Campaign.api_key_id == api_key_id
+    )
+    query = select(func.count()).select_from(Campaign).where(Campaign.status.in_(ACTIVE), owner)
+    async with store.session() as session:
+        return int(await session.scalar(query) or 0)
 
 
 async def rounds_of(store: Store, campaign_id: str) -> list[CampaignRound]:

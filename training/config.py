@@ -34,11 +34,12 @@ class TrainConfig(BaseModel):
     )
     role: str = Field("policy", description="the logical model the adapter is for")
     # LoRA
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank")
     lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        max_length=64,
         description="module names that get LoRA weights",
     )
     # optimisation
@@ -49,20 +50,24 @@ class TrainConfig(BaseModel):
     )
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps warming up")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (null: off)")
-    batch_size: int = Field(4, ge=1, description="examples per micro-batch per process")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    epochs: float = Field(1.0, gt=0, description="passes over the data (unless max_steps)")
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
-    max_length: int = Field(1024, ge=8, description="longest sequence in tokens (left-cut)")
+    batch_size: int = Field(4, ge=1, le=4096, description="examples per micro-batch per process")
+    grad_accum: int = Field(1, ge=1, le=4096, description="micro-batches per optimizer step")
+    epochs: float = Field(1.0, gt=0, le=1000, description="passes over the data (unless max_steps)")
+    max_steps: int | None = Field(
+        None, ge=1, le=10_000_000, description="optimizer steps; overrides epochs"
+    )
+    max_length: int = Field(
+        1024, ge=8, le=131_072, description="longest sequence in tokens (left-cut)"
+    )
     seed: int = Field(0, description="LoRA init, data order, held-out split")
     # evaluation, checkpoints, progress
     eval_fraction: float = Field(
         0.1, ge=0, lt=1, description="share held out for the final evaluation"
     )
     eval_data: Path | None = Field(None, description="a separate evaluation set")
-    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept")
-    log_every: int = Field(1, ge=1, description="steps between progress lines")
+    checkpoint_every: int = Field(50, ge=1, le=10_000_000, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="newest checkpoints kept")
+    log_every: int = Field(1, ge=1, le=10_000_000, description="steps between progress lines")
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, ~30% slower"
     )
@@ -71,7 +76,7 @@ class TrainConfig(BaseModel):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="the base model's weights (the adapter trains in float32)"
     )
-    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads")
     # filled in by the launcher, not by hand
     base_adapter: Path | None = Field(None, description="adapter the base version carries")
     parent: str | None = Field(None, description="model version this one continues")
@@ -87,7 +92,7 @@ class TrainConfig(BaseModel):
 class SFTConfig(TrainConfig):
     """LoRA supervised fine-tuning: the loss is on the assistant messages."""
 
-    epochs: float = Field(3.0, gt=0, description="passes over the data (unless max_steps)")
+    epochs: float = Field(3.0, gt=0, le=1000, description="passes over the data (unless max_steps)")
 
 
 AdvantageMode = Literal["group_normalized", "group_centered", "raw"]

@@ -10,6 +10,7 @@ judgments count as wrong. Runs, resume and storage are those of :mod:`training.e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.model_map import ModelRouter
+from graphs.common import MAX_CALL_TOKENS
 from store import evaluations as repo
 from store.runs import Store
 from store.tables.runs import Run
@@ -33,7 +35,7 @@ from training.evaluation import (
     resolve_source,
     validate_pattern_config,
 )
-from training.problems import Problem, load_problems
+from training.problems import GENERATOR_PREFIX, Problem, load_problems
 
 JUDGE_PATTERN = "process_judge"
 
@@ -50,7 +52,7 @@ class CriticEvalConfig(BaseModel):
     judge_model: str = Field("verifier", description="logical model name of the judge")
     mode: Literal["fast", "slow"] = Field("slow", description="critique, or answer at once")
     samples: int = Field(1, ge=1, le=16, description="judgments voted per solution")
-    max_tokens: int = Field(512, ge=1, description="budget of each judgment")
+    max_tokens: int = Field(512, ge=1, le=MAX_CALL_TOKENS, description="budget of each judgment")
     options: dict[str, Any] = Field(
         default_factory=dict, description="other process_judge fields (temperature, ...)"
     )
@@ -183,9 +185,11 @@ class CriticEvalResult(BaseModel):
 
 
 def labelled_problems(source: str, *, limit: int | None) -> list[Problem]:
+    # every generated step-labelled solution is labelled: make no more than are judged
+    generated = limit if source.startswith(GENERATOR_PREFIX) else None
     problems = [
         p
-        for p in load_problems(source, limit=None)
+        for p in load_problems(source, limit=generated)
         if p.first_error_step is not None and p.solution_steps
     ]
     if not problems:
@@ -209,7 +213,8 @@ async def evaluate_critic(
     """Judge every labelled solution of ``config.source`` (or resume doing so) and score it."""
     source = resolve_source(config.source)
     config = config.model_copy(update={"source": source})
-    problems = labelled_problems(source, limit=config.limit)
+    # reading many problems takes seconds: not on the event loop an API may share
+    problems = await asyncio.to_thread(labelled_problems, source, limit=config.limit)
     jobs = [
         Job(problem=p, pattern=JUDGE_PATTERN, config=config.judge_config(p.solution_steps))
         for p in problems

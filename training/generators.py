@@ -39,6 +39,10 @@ from training.problem import Problem, ProblemSourceError
 from training.step_errors import STEP_ERRORS, step_errors
 
 DEFAULT_COUNT = 100
+MAX_COUNT = 10_000
+"""The most problems one ``gen:`` spec makes (``n``): seconds of generating on a loaded
+machine (step-labelled solutions are the slowest, about a millisecond each), and more
+generated problems than an evaluation or a campaign round needs; bigger sets are files."""
 DEFAULT_DIFFICULTY = 2
 MAX_DIFFICULTY = 5
 DEFAULT_ERROR_RATE = 0.5
@@ -115,6 +119,8 @@ def generate_from_spec(spec: str, *, limit: int | None, seed: int) -> list[Probl
         raise ProblemSourceError(f"generator options must be integers: {query!r}") from None
     if values.get("n", 1) < 0:
         raise ProblemSourceError("n must be >= 0")
+    if values.get("n", 0) > MAX_COUNT:
+        raise ProblemSourceError(f"n must be at most {MAX_COUNT} (problems one gen: spec makes)")
     if "n" in values:
         count = values["n"] if limit is None else min(values["n"], limit)
     else:

@@ -8,10 +8,10 @@ A source is a string, so the CLI, campaigns and evaluations name problems the sa
 - ``gen:KIND`` with optional ``?key=value&...``: procedurally generated problems with exact
   answers (``training.generators``). Kinds: ``arithmetic``, ``linear``, ``modular``,
   ``counting``, ``logic``, and ``mixed`` (all kinds in turn). Keys: ``difficulty`` (1-5,
-  default 2), ``n`` (how many, default 100), ``seed`` (overrides the ``seed`` argument).
-  Example: ``gen:linear?difficulty=3&n=50``. ``step-errors`` gives step-labelled solutions
-  (``solution_steps``, ``first_error_step``) for critics, one step wrong with probability
-  ``error_rate`` (another key, default 0.5).
+  default 2), ``n`` (how many, default 100, at most 10000), ``seed`` (overrides the
+  ``seed`` argument). Example: ``gen:linear?difficulty=3&n=50``. ``step-errors`` gives
+  step-labelled solutions (``solution_steps``, ``first_error_step``) for critics, one step
+  wrong with probability ``error_rate`` (another key, default 0.5).
 
 The same source, limit and seed always give the same problems with the same ids, which is what
 lets an evaluation resume.

@@ -4,6 +4,8 @@ can be read while and after it runs, and bad requests get a 4xx with a reason.""
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from agents.backends.scripted import ScriptedModelConfig
 from agents.model_map import ModelMap
 from services.settings import Settings
 from tests.api.conftest import LiveServer
+from tests.conftest import run_cli
 from tests.graphs.test_spc_game import PROBLEM, SOLUTION
 
 # the sneaky generator never names an error type: every rewrite is invalid, so the critic has
@@ -142,3 +145,117 @@ def test_unknown_campaigns_are_404_and_a_cancel_stops_one(client) -> None:
     assert cancelled["status"] == "cancelled"
     time.sleep(1.0)  # its driver stops at its next write
     assert client.get(f"/v1/campaigns/{started['id']}").json()["status"] == "cancelled"
+
+
+LONG = {**BODY, "rounds": 50, "games_per_round": 3}
+"""A campaign that is still running when the test cancels it."""
+
+
+def test_campaigns_without_a_key_are_limited_to_the_servers_keyless_campaigns(client) -> None:
+    first = client.post("/v1/campaigns", json={**LONG, "name": "first"})
+    assert first.status_code == 202, first.text
+    refused = client.post("/v1/campaigns", json={**LONG, "name": "second"})
+    assert refused.status_code == 429, refused.text
+    assert "1 campaign(s) started without an API key are queued or running" in refused.text
+    assert "keyless_campaigns is 1" in refused.text
+    assert [c["name"] for c in client.get("/v1/campaigns").json()["items"]] == ["first"]
+
+    client.post(f"/v1/campaigns/{first.json()['id']}/cancel")
+    again = client.post("/v1/campaigns", json={**LONG, "name": "second"})
+    assert again.status_code == 202, again.text
+    client.post(f"/v1/campaigns/{again.json()['id']}/cancel")
+
+
+def test_healthz_answers_while_a_large_campaign_is_accepted_and_prepared(client) -> None:
+    # 10,000 problems, the most one gen: spec makes, take seconds to generate: the request
+    # reads only the first ones, the driver makes the round's in a thread
+    body = {
+        **BODY,
+        "name": "large",
+        "problems": "gen:mixed?n=10000",
+        "eval_problems": "gen:step-errors?n=10000",
+        "eval_limit": 10_000,
+        "baseline": False,
+    }
+    started: list[httpx.Response] = []
+    poster = threading.Thread(
+        target=lambda: started.append(client.post("/v1/campaigns", json=body))
+    )
+    waits = []
+    began = time.monotonic()
+    poster.start()
+    # while the POST is handled, and for seconds after, while its driver prepares the problems
+    while poster.is_alive() or time.monotonic() - began < 4.0:
+        sent = time.monotonic()
+        assert client.get("/healthz", timeout=5).json() == {"status": "ok"}
+        waits.append(time.monotonic() - sent)
+        time.sleep(0.05)
+    poster.join()
+    assert started[0].status_code == 202, started[0].text
+    assert max(waits) < 1.0, f"/healthz took {max(waits):.2f}s"
+    campaign = started[0].json()
+    assert campaign["config"]["problems"] == "gen:mixed?n=10000"
+    assert client.post(f"/v1/campaigns/{campaign['id']}/cancel").json()["status"] == "cancelled"
+
+
+@pytest.fixture
+def keyed(tmp_path: Path, home: Path) -> Any:
+    """Keys on; the real `thinktank keys` CLI on the server's database."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
+    settings = Settings(
+        database_url=url, models=ModelMap(default=ScriptedModelConfig(replies=REPLIES)), auth="on"
+    )
+    env = {
+        **os.environ,
+        "THINKTANK_HOME": str(home),
+        "THINKTANK_DATABASE_URL": url,
+        "COLUMNS": "200",
+    }
+
+    def thinktank(*args: str) -> str:
+        result = run_cli(env, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    with LiveServer(settings) as api:
+        yield api, thinktank
+
+
+def test_a_campaign_is_a_permission_of_the_key_with_a_limit_of_its_own(keyed) -> None:
+    api, thinktank = keyed
+    created = thinktank("keys", "create", "lab")
+    assert "campaigns no" in created
+    key = next(line.strip() for line in created.splitlines() if line.startswith("tt_"))
+    prefix = key[:11]
+    with httpx.Client(
+        base_url=api.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        denied = client.post("/v1/campaigns", json={**LONG, "name": "one"})
+        assert denied.status_code == 403, denied.text
+        assert "this API key may not start campaigns" in denied.text
+        assert "thinktank keys grant KEY campaigns" in denied.text
+
+        granted = thinktank("keys", "grant", prefix, "campaigns", "--max-campaigns", "1")
+        assert "campaigns yes, 1 at once" in granted
+        one = client.post("/v1/campaigns", json={**LONG, "name": "one"})
+        assert one.status_code == 202, one.text
+        over = client.post("/v1/campaigns", json={**LONG, "name": "two"})
+        assert over.status_code == 429, over.text
+        assert "this API key has 1 campaign(s) queued or running" in over.text
+        assert "max_running_campaigns is 1" in over.text
+        # a refused start stores nothing
+        assert [c["name"] for c in client.get("/v1/campaigns").json()["items"]] == ["one"]
+
+        client.post(f"/v1/campaigns/{one.json()['id']}/cancel")
+        two = client.post("/v1/campaigns", json={**LONG, "name": "two"})
+        assert two.status_code == 202, two.text
+        client.post(f"/v1/campaigns/{two.json()['id']}/cancel")
+
+        assert "campaigns no" in thinktank("keys", "deny", prefix, "campaigns")
+        again = client.post("/v1/campaigns", json={**LONG, "name": "three"})
+        assert again.status_code == 403, again.text
+        # runs are no campaign: the key still submits them
+        run = client.post("/v1/runs", json={"pattern": "single", "problem": "2+3?"})
+        assert run.status_code == 202, run.text
+    listed = thinktank("keys", "list")
+    assert "lab" in listed and "campaigns" in listed

@@ -187,6 +187,9 @@ def test_difficulty_changes_the_problems():
         ("gen:step-errors?error_rate=1.5", "error_rate must be from 0 to 1, got 1.5"),
         ("gen:step-errors?error_rate=some", "error_rate must be a number from 0 to 1"),
         ("gen:linear?error_rate=0.5", "error_rate is an option of gen:step-errors only"),
+        ("gen:mixed?n=10001", "n must be at most 10000"),
+        # refused before a single problem is made, whatever the limit asks for
+        ("gen:mixed?n=99999999999999999999", "n must be at most 10000"),
         ("", "empty problem source"),
     ],
 )

@@ -48,6 +48,7 @@ from training.campaigns.config import (
 )
 from training.campaigns.driver import advance, drive, run_step
 from training.campaigns.lifecycle import (
+    TooManyCampaigns,
     cancel_campaign,
     create_campaign,
     fail_campaign,
@@ -64,6 +65,7 @@ __all__ = [
     "CampaignEnv",
     "CampaignError",
     "StepPending",
+    "TooManyCampaigns",
     "advance",
     "campaign_dir",
     "cancel_campaign",

@@ -4,6 +4,7 @@ works with."""
 from __future__ import annotations
 
 import logging
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from store.runs import Store
 from store.tables.campaigns import Campaign
 from training import jobs
 from training.config import DEFAULT_BASE, RLConfig
+from training.critic_eval import CriticEvalConfig
 from training.games import FILLED_FROM_PROBLEM
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,14 @@ KINDS: dict[str, KindSpec] = {
 }
 
 TRAIN_FILLED = frozenset({"data", "base", "name", "role", "recipe", "base_adapter", "parent"})
+EVAL_FILLED = frozenset(
+    {"adapters", "source", "limit", "name", "concurrency", "options", "judge_model", "steps"}
+    | set(FILLED_FROM_PROBLEM)
+)
+MAX_TRAIN_STEPS = 10_000
+"""Most optimizer steps one training of a campaign takes (``train.max_steps``)."""
+MAX_TRAIN_EPOCHS = 10.0
+"""Most passes one training of a campaign makes over its round's data (``train.epochs``)."""
 
 
 class CampaignError(ValueError):
@@ -133,10 +143,54 @@ class CampaignConfig(BaseModel):
         if filled:
             raise ValueError(f"train options {filled} are filled in by the campaign")
         try:
-            RLConfig.model_validate({**self.train, "data": "data.jsonl", "recipe": spec.recipe})
+            rl = RLConfig.model_validate(
+                {**self.train, "data": "data.jsonl", "recipe": spec.recipe}
+            )
         except ValidationError as exc:
             raise ValueError(f"train options: {explain(exc, flags=False)}") from None
+        # every round trains: a campaign's trainings are bounded, whoever starts it
+        if rl.max_steps is not None and rl.max_steps > MAX_TRAIN_STEPS:
+            raise ValueError(
+                f"train options: max_steps must be at most {MAX_TRAIN_STEPS} in a campaign"
+            )
+        if rl.epochs > MAX_TRAIN_EPOCHS:
+            raise ValueError(
+                f"train options: epochs must be at most {MAX_TRAIN_EPOCHS:g} in a campaign"
+            )
+        self._eval_options_are_valid()
         return self
+
+    def _eval_options_are_valid(self) -> None:
+        filled = sorted(EVAL_FILLED & self.eval.keys())
+        if filled:
+            raise ValueError(f"eval options {filled} are filled in by the campaign")
+        try:
+            if self.kind == "spc":
+                self.critic_eval_config(adapters={}).judge_config(["a step"])
+            else:
+                get_pattern("rlad").config_model.model_validate({**self.game, **self.eval})
+        except ValidationError as exc:
+            raise ValueError(f"eval options: {explain(exc, flags=False)}") from None
+        except ValueError as exc:  # process_judge's own options, explained by the evaluation
+            raise ValueError(f"eval options: {exc}") from None
+
+    def critic_eval_config(
+        self, *, adapters: dict[str, str], name: str | None = None
+    ) -> CriticEvalConfig:
+        """How an SPC campaign's critic is evaluated: ``eval``'s settings of the evaluation
+        itself, its other options the judge runs'."""
+        fields = CriticEvalConfig.model_fields
+        settings = {k: v for k, v in self.eval.items() if k in fields}
+        options = {k: v for k, v in self.eval.items() if k not in fields}
+        return CriticEvalConfig(
+            **{"mode": "fast", "max_tokens": 256, **settings},
+            source=self.eval_source(),
+            limit=self.eval_limit,
+            judge_model=self.trained_models()["spc-critic"],
+            options={**options, "adapters": adapters},
+            name=name,
+            concurrency=self.concurrency,
+        )
 
     def eval_source(self) -> str:
         return self.eval_problems or KINDS[self.kind].eval_default
@@ -192,6 +246,11 @@ class CampaignEnv:
     on_progress: Callable[[str], None] | None = None
     poll_s: float = 2.0
     heartbeat_s: float = HEARTBEAT_S
+    tied_trainings: list[subprocess.Popen[bytes]] | None = None
+    """Set by a driver that lives in a server (the embedded API): the trainings it launches
+    are tied to that process, so none runs on unwatched once the server has gone, and are
+    listed here for the server to stop at its close. Unset (the CLI, Celery workers), a
+    training outlives its driver, which finds it again by its stored run."""
 
     def say(self, message: str) -> None:
         log.info(message)

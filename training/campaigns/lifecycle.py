@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import UTC, datetime
 
@@ -11,8 +12,20 @@ from store.runs import Store
 from store.tables.campaigns import Campaign
 from training import jobs
 from training.campaigns.config import CampaignConfig, CampaignError, first_position
-from training.campaigns.steps import _round_problems
-from training.problems import load_problems
+from training.problems import Problem, ProblemSourceError, load_problems
+
+SOURCE_CHECK_LIMIT = 1000
+"""Problems of each source read when a campaign is started; the driver reads the rest."""
+SOURCE_CHECK_TIMEOUT_S = 30.0
+
+
+class TooManyCampaigns(Exception):
+    """The owner already has as many campaigns queued or running as it may."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"{active} campaign(s) queued or running, the limit is {limit}")
+        self.active = active
+        self.limit = limit
 
 
 async def create_campaign(
@@ -22,10 +35,15 @@ async def create_campaign(
     name: str | None = None,
     driver: str,
     api_key_id: str | None = None,
+    max_active: int | None = None,
 ) -> Campaign:
-    """Store a queued campaign after checking its problem sources can be read."""
-    _round_problems(config, 1)  # a bad source fails here, not rounds later
-    _eval_problems_readable(config)
+    """Store a queued campaign after checking its problem sources can be read and, with
+    ``max_active``, that its owner (``api_key_id``) has fewer campaigns queued or running."""
+    await check_sources(config)  # a bad source fails here, not rounds later
+    if max_active is not None:
+        active = await repo.count_active(store, api_key_id=api_key_id)
+        if active >= max_active:
+            raise TooManyCampaigns(active, max_active)
     campaign_name = name or f"{config.kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     try:
         model_versions.check_model_name(f"{campaign_name}-abstraction-r{config.rounds}")
@@ -47,16 +65,43 @@ async def create_campaign(
     return await repo.get_campaign(store, campaign.id)
 
 
-def _eval_problems_readable(config: CampaignConfig) -> None:
+async def check_sources(config: CampaignConfig) -> None:
+    """Whether the campaign's problem sources can be read and have what it needs, judged by
+    the first ``SOURCE_CHECK_LIMIT`` problems of each. Reading a file or generating problems
+    is work for a thread: the caller's event loop (the API's) goes on answering meanwhile."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_check_sources, config), SOURCE_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        raise CampaignError(
+            f"the problem sources took longer than {SOURCE_CHECK_TIMEOUT_S:g} s to read"
+        ) from None
+
+
+def _check_sources(config: CampaignConfig) -> None:
+    played = _read("problems", config.problems, config.seed)
+    if not any(p.answer is not None for p in played):
+        raise CampaignError(
+            f"problems: {config.problems}: no problem has a reference answer to play on"
+        )
     source = config.eval_source()
-    problems = load_problems(source, limit=config.eval_limit, seed=config.seed)
+    limit = min(config.eval_limit, SOURCE_CHECK_LIMIT)
+    problems = _read("eval_problems", source, config.seed, limit=limit)
     if config.kind == "spc" and not any(p.first_error_step is not None for p in problems):
         raise CampaignError(
-            f"{source}: no step-labelled solutions to evaluate the critic on (ProcessBench, "
-            "PRM800K, or gen:step-errors)"
+            f"eval_problems: {source}: no step-labelled solutions to evaluate the critic on "
+            "(ProcessBench, PRM800K, or gen:step-errors)"
         )
     if config.kind == "rlad" and not any(p.answer for p in problems):
-        raise CampaignError(f"{source}: no problem has an answer to measure a solve rate")
+        raise CampaignError(
+            f"eval_problems: {source}: no problem has an answer to measure a solve rate"
+        )
+
+
+def _read(field: str, source: str, seed: int, *, limit: int = SOURCE_CHECK_LIMIT) -> list[Problem]:
+    try:
+        return load_problems(source, limit=limit, seed=seed)
+    except ProblemSourceError as exc:
+        raise CampaignError(f"{field}: {exc}") from None
 
 
 async def resume_campaign(store: Store, campaign_id: str, *, driver: str) -> str:

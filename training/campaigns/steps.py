@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from training.campaigns.config import (
     version_name,
 )
 from training.config import RLConfig
-from training.critic_eval import CriticEvalConfig, evaluate_critic
+from training.critic_eval import evaluate_critic
 from training.evaluation import EvalConfig, evaluate_patterns
 from training.export import ExportFilters, export_dataset
 from training.games import game_config
@@ -51,7 +52,8 @@ async def _play(
     spec = KINDS[config.kind]
     fresh = await repo.get_campaign(env.store, campaign.id)
     run_ids: list[str] = []
-    problems = _round_problems(config, row.round)
+    # a file or generator of many problems takes seconds to read: not on the event loop
+    problems = await asyncio.to_thread(_round_problems, config, row.round)
     for index, problem in enumerate(problems):
         options = game_config(
             spec.pattern, problem, config.game, adapters=fresh.versions, round_=row.round
@@ -228,14 +230,22 @@ def _is_live(run: Any) -> bool:
 
 
 async def _launch(env: CampaignEnv, run: Any, config: CampaignConfig) -> None:
+    tied = env.tied_trainings is not None
     try:
         job = await jobs.launch_run(
-            env.store, run, database_url=env.database_url, options=config.launcher, detach=True
+            env.store,
+            run,
+            database_url=env.database_url,
+            options=config.launcher,
+            detach=True,
+            tied=tied,
         )
     except jobs.JobConflict as exc:
         raise CampaignError(str(exc)) from None
     if not isinstance(job, str):  # a Ray job is the cluster's to reap
         _children.append(job)
+        if env.tied_trainings is not None:
+            env.tied_trainings.append(job)
 
 
 async def _serve(
@@ -284,21 +294,11 @@ async def _evaluate(
     progress = _eval_progress(env, row.round)
     if config.kind == "spc":
         critic = config.trained_models()["spc-critic"]
-        options = {k: v for k, v in config.eval.items() if k not in CriticEvalConfig.model_fields}
-        settings = {k: v for k, v in config.eval.items() if k in CriticEvalConfig.model_fields}
         result, _ = await evaluate_critic(
             env.store,
             env.models,
             env.database_url,
-            CriticEvalConfig(
-                **{"mode": "fast", "max_tokens": 256, **settings},
-                source=config.eval_source(),
-                limit=config.eval_limit,
-                judge_model=critic,
-                options={**options, "adapters": adapters},
-                name=name,
-                concurrency=config.concurrency,
-            ),
+            config.critic_eval_config(adapters=adapters, name=name),
             on_progress=progress,
         )
         report = result.report

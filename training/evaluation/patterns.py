@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,10 @@ async def evaluate_patterns(
     """Run (or resume) the evaluation ``config`` describes; its summary and every item."""
     source = resolve_source(config.source)
     config = config.model_copy(update={"source": source})
-    problems = answerable_problems(source, limit=config.limit, seed=config.seed)
+    # reading many problems takes seconds: not on the event loop an API may share
+    problems = await asyncio.to_thread(
+        answerable_problems, source, limit=config.limit, seed=config.seed
+    )
     jobs, run_budget = solve_jobs(config, problems)
     name = config.evaluation_name()
     evaluation, items, status = await evaluate_jobs(

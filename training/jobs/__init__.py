@@ -38,7 +38,14 @@ from training.jobs.common import (
     config_for,
     settle,
 )
-from training.jobs.local import job_command, launch, log_path, signal_local, wait_attached
+from training.jobs.local import (
+    job_command,
+    launch,
+    log_path,
+    signal_local,
+    stop_tied,
+    wait_attached,
+)
 from training.jobs.ray_jobs import RAY_EXIT_CODES, launch_ray, ray_jobs_of, wait_ray
 from training.jobs.submission import (
     Submission,
@@ -71,6 +78,7 @@ __all__ = [
     "resolve_base",
     "settle",
     "signal_local",
+    "stop_tied",
     "submit_training",
     "wait_attached",
     "wait_ray",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,10 @@ from store.tables.training import TrainingRun
 from training.jobs.common import LaunchOptions
 
 log = logging.getLogger(__name__)
+
+PARENT_ENV = "THINKTANK_JOB_PARENT"
+"""Set by a launcher the job must not outlive: its pid (see :func:`die_with_parent`)."""
+PR_SET_PDEATHSIG = 1
 
 
 def pid_alive(pid: int) -> bool:
@@ -68,14 +75,21 @@ async def launch(
     database_url: str,
     options: LaunchOptions | None = None,
     detach: bool = False,
+    tied: bool = False,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the job for ``run``. Attached, it shares this terminal (its progress line shows,
     Ctrl-C reaches it); detached, it runs in a session of its own with its output in
-    ``train.log`` of its work dir, and outlives the caller."""
+    ``train.log`` of its work dir, and outlives the caller unless ``tied``: a tied job gets
+    SIGTERM (checkpoint and stop) when this process ends, however it ends. Only a single
+    process can be tied; torchrun's workers are not this process's children."""
     options = options or LaunchOptions()
     child_env = {**os.environ, **(env or {}), "THINKTANK_DATABASE_URL": database_url}
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env.pop(PARENT_ENV, None)
+    command = job_command(run.id, options)
+    if tied and command[1:3] == ["-m", "training.jobs"]:
+        child_env[PARENT_ENV] = str(os.getpid())
     work = model_versions.training_dir(run.id)
     work.mkdir(parents=True, exist_ok=True)
     output: Any = None
@@ -83,7 +97,7 @@ async def launch(
         output = log_path(run.id).open("ab")
     try:
         process = subprocess.Popen(
-            job_command(run.id, options),
+            command,
             env=child_env,
             stdout=output,
             stderr=subprocess.STDOUT if detach else None,
@@ -97,6 +111,37 @@ async def launch(
         store, run.id, pid=process.pid, host=socket.gethostname(), launcher=options.launcher
     )
     return process
+
+
+def die_with_parent() -> None:
+    """In a job launched ``tied``: have Linux send SIGTERM when the launcher dies, and stop
+    at once if it already has. Elsewhere (not Linux, not tied) nothing happens."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot tie this training to its launcher: errno %d", ctypes.get_errno())
+        return
+    if os.getppid() != int(parent):  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def stop_tied(processes: list[subprocess.Popen[bytes]], *, grace_s: float) -> None:
+    """Ask tied jobs to checkpoint and stop (SIGTERM), wait up to ``grace_s`` for them to
+    record it, and kill those still running."""
+    live = [p for p in processes if p.poll() is None]
+    for process in live:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in live:
+        try:
+            await asyncio.to_thread(process.wait, max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("training process %d did not stop in %gs; killing it", process.pid, grace_s)
+            process.kill()
+            await asyncio.to_thread(process.wait)
 
 
 def wait_attached(process: subprocess.Popen[bytes]) -> int:

@@ -26,6 +26,7 @@ from store.tables.training import ModelVersion, TrainingRun
 from training.config import TrainConfig, TrainingError
 from training.datasets import DatasetError, dataset_hash
 from training.jobs.common import EXIT_INTERRUPTED, PROGRESS_EVERY_S, T, config_for
+from training.jobs.local import die_with_parent
 from training.jobs.submission import refresh_status
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def run_job(run_id: str) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    die_with_parent()  # after the handlers: the launcher's death stops it like a SIGTERM
     stores = _StoreThread(os.environ.get("THINKTANK_DATABASE_URL") or default_database_url())
     try:
         run = stores.call(model_versions.get_training_run(stores.store, run_id))

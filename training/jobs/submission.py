@@ -167,13 +167,17 @@ async def launch_run(
     database_url: str,
     options: LaunchOptions,
     detach: bool,
+    tied: bool = False,
 ) -> subprocess.Popen[bytes] | str:
     """Start the job of a submitted run where ``options`` say: a process here (attached to
-    this terminal, or ``detach``-ed into a session of its own), or a Ray Job, whose id comes
-    back. The one way the CLI, the API and campaigns start a training."""
+    this terminal, or ``detach``-ed into a session of its own, ``tied`` to this process or
+    not), or a Ray Job, whose id comes back. The one way the CLI, the API and campaigns start
+    a training."""
     if options.launcher == "ray":
         return await launch_ray(store, run, database_url=database_url, options=options)
-    return await launch(store, run, database_url=database_url, options=options, detach=detach)
+    return await launch(
+        store, run, database_url=database_url, options=options, detach=detach, tied=tied
+    )
 
 
 def wait_run(job: subprocess.Popen[bytes] | str, options: LaunchOptions) -> int | None:
