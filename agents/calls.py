@@ -348,7 +348,7 @@ async def ask(
                 parsed = parse(stored.completion) if parse else None
             return Turn(text=stored.completion, parsed=parsed, record=stored)
     if ctx.is_cancelled is not None and await ctx.is_cancelled():
-        raise RunCancelled(f"run {ctx.run_id} was cancelled")
+        raise RunCancelled(f"cancelled before turn {key}")
 
     params = params or SamplingParams()
     granted = await ctx.budget.reserve(params.max_tokens)
@@ -508,7 +508,7 @@ async def _generate(
                 raise failure
         if ctx.is_cancelled is not None and await ctx.is_cancelled():
             raise RunCancelled(
-                f"run {ctx.run_id} was cancelled while turn {record.key} waited to retry "
+                f"cancelled while turn {record.key} waited to retry "
                 f"({type(failure).__name__}: {failure})"
             ) from failure
 

@@ -22,7 +22,7 @@ logged; uvicorn's access log has no headers, and its trace log masks them.
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -169,3 +169,30 @@ class ApiKeyAuth:
             await send(message)
 
         return closing
+
+
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key from `thinktank keys create`: Authorization: Bearer tt_...",
+    },
+    "apiKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "the same API key in a header of its own",
+    },
+}
+
+
+def document_security(openapi: dict[str, Any], *, required: bool) -> None:
+    """Name the key schemes in the OpenAPI document (so /docs has an Authorize button), and
+    mark the ``/v1`` operations as needing one of them when this server requires keys."""
+    openapi.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    if not required:
+        return
+    for path, operations in openapi.get("paths", {}).items():
+        if is_guarded(path):
+            for operation in operations.values():
+                operation["security"] = [{name: []} for name in SECURITY_SCHEMES]

@@ -9,10 +9,10 @@ How a chat request becomes a run:
 
 - **pattern**: the model name, ``thinktank/<pattern>``; the bare pattern name works too, and
   ``-`` and ``_`` are interchangeable (``thinktank/self-consistency``).
-- **problem**: the text of the *last* user message. Messages before it, when there are any,
-  are prepended as context, one ``[role] text`` paragraph each, under a line saying so, and the
-  question follows under ``Problem:``. Messages after the last user message (an assistant
-  prefill, tool results) are ignored. Only text content is accepted.
+- **problem**: the text of the *last* user message that has any. Messages before it, when
+  there are any, are prepended as context, one ``[role] text`` paragraph each, under a line
+  saying so, and the question follows under ``Problem:``. Messages after it (an assistant
+  prefill, tool results, an empty user message) are ignored. Only text content is accepted.
 - **config**: ``temperature`` and ``top_p`` set the pattern's fields of those names;
   ``max_completion_tokens`` (or the older ``max_tokens``) sets the pattern's ``max_tokens``
   where it has one (single, self_consistency: a cap per call) and the run's ``token_budget``
@@ -83,6 +83,7 @@ from roles.answers import extract_answer, normalize_answer, shared_text
 from services.api.deps import Services, get_services
 from services.api.runs import caller_key_id, replay
 from services.api.schemas.openai import (
+    MODEL_PREFIX,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -99,7 +100,7 @@ from services.api.schemas.openai import (
     ThinktankResult,
     Usage,
 )
-from services.api.schemas.runs import MAX_PROBLEM_CHARS
+from services.api.schemas.runs import MAX_PROBLEM_CHARS, check_config
 from store.api_keys import scoped_idempotency_key
 from store.bus import RESYNC
 from store.runs import TERMINAL, Store
@@ -107,7 +108,6 @@ from store.tables.runs import Run, Turn
 
 log = logging.getLogger(__name__)
 
-MODEL_PREFIX = "thinktank/"
 # How long a follower waits for news before it looks at the run itself: a run cancelled while
 # queued ends without a run_finished event, and a lost live event must not hang a request.
 IDLE_CHECK_S = 5.0
@@ -263,18 +263,17 @@ def message_text(message: ChatMessage, index: int) -> str:
 
 
 def problem_from(messages: list[ChatMessage]) -> str:
-    """The last user message, after the earlier messages as context (see the module doc)."""
+    """The last user message with text, after the earlier messages as context (see the
+    module doc); an empty user message after it is passed over like an assistant's."""
     users = [i for i, m in enumerate(messages) if m.role == "user"]
-    if not users:
+    asked = ((i, message_text(messages[i], i).strip()) for i in reversed(users))
+    last, question = next(((i, text) for i, text in asked if text), (-1, ""))
+    if not question:
         raise OpenAIError(
             400,
-            "messages must include a user message: the last one is the problem to solve",
+            "messages must include a user message with text: the last one is the problem to solve",
             param="messages",
         )
-    last = users[-1]
-    question = message_text(messages[last], last).strip()
-    if not question:
-        raise OpenAIError(400, "the last user message is empty", param=f"messages[{last}]")
     earlier = [
         f"[{m.role}] {text}"
         for i, m in enumerate(messages[:last])
@@ -404,6 +403,7 @@ async def start_run(
     config, params = pattern_config(pattern, body)
     caller = caller_key_id(request)
     try:
+        check_config(pattern, config)
         if idempotency_key is None and retries_taken(request) > 0:
             validated = pattern.config_model.model_validate(config).model_dump(mode="json")
             earlier = await run_being_retried(
@@ -543,7 +543,7 @@ async def usage_of(services: Services, run_id: str) -> Usage:
 def run_error(run: Run) -> OpenAIError:
     """502: the run ended without an answer to give (its reason is stored with it)."""
     if run.status == "cancelled":
-        message = f"run {run.id} was cancelled: {run.error or 'cancelled'}"
+        message = f"run {run.id} was {run.error or 'cancelled'}"
         code = "run_cancelled"
     else:
         message = f"run {run.id} failed: {run.error or 'no reason recorded'}"

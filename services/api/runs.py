@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
@@ -17,8 +15,10 @@ from execution.runner import create_run
 from graphs.patterns import PATTERNS, get_pattern
 from roles.checking import answers_match
 from services.api.deps import Services, get_services
+from services.api.schemas.errors import refusals
 from services.api.schemas.runs import (
     AnswerCheckView,
+    Moment,
     PatternView,
     RunCreate,
     RunList,
@@ -26,6 +26,7 @@ from services.api.schemas.runs import (
     RunView,
     TurnView,
     Usage,
+    check_config,
 )
 from services.settings import Settings
 from store.api_keys import scoped_idempotency_key
@@ -35,8 +36,13 @@ from store.tables.runs import Event, Run
 
 # How long a quiet live stream waits before reading the store again.
 STORE_POLL_S = 2.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A cursor is a position, the (created_at, id) of the last run of a page: any such position is
+# a valid cursor (runs older than it), so its schema says exactly which strings work.
+CURSOR_PATTERN = r"^[0-9]{1,17}_[0-9a-f]{1,32}$"
 
 router = APIRouter(prefix="/v1", tags=["runs"])
+NOT_FOUND = refusals(404)
 
 
 def caller_key_id(request: Request) -> str | None:
@@ -116,16 +122,13 @@ async def run_views(services: Services, runs: list[Run]) -> list[RunView]:
 
 
 def encode_cursor(run: Run) -> str:
-    raw = json.dumps([run.created_at.isoformat(), run.id])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    """``<microseconds since 1970 UTC>_<run id>``."""
+    return f"{(run.created_at - EPOCH) // timedelta(microseconds=1)}_{run.id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(at), str(run_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise HTTPException(422, "cursor is not one this API returned") from None
+    micros, run_id = cursor.split("_", 1)  # the query's pattern made sure it has this shape
+    return EPOCH + timedelta(microseconds=int(micros)), run_id
 
 
 @router.get("/patterns", response_model=list[PatternView], tags=["patterns"])
@@ -139,7 +142,12 @@ async def list_patterns() -> list[PatternView]:
     ]
 
 
-@router.post("/runs", status_code=202, response_model=RunView)
+@router.post(
+    "/runs",
+    status_code=202,
+    response_model=RunView,
+    responses={200: {"model": RunView, "description": "a repeated Idempotency-Key: the first run"}},
+)
 async def submit(
     body: RunCreate,
     request: Request,
@@ -148,7 +156,8 @@ async def submit(
 ) -> RunView:
     """Queue a run. A repeat with the same ``Idempotency-Key`` returns the first run."""
     services = get_services(request)
-    get_pattern(body.pattern)  # 422 with the known names before anything is stored
+    pattern = get_pattern(body.pattern)  # 422 with the known names before anything is stored
+    check_config(pattern, body.config)
     run, created = await create_run(
         services.store,
         body.pattern,
@@ -168,16 +177,26 @@ async def submit(
 @router.get("/runs", response_model=RunList)
 async def list_runs(
     request: Request,
-    pattern: str | None = None,
+    pattern: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="a pattern name",
+            json_schema_extra={"enum": list(PATTERNS)},
+        ),
+    ] = None,
     status: RunStatus | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Annotated[Moment | None, Query(description="ISO 8601, with a zone")] = None,
+    created_before: Annotated[Moment | None, Query(description="ISO 8601, with a zone")] = None,
     q: Annotated[
         str | None,
         Query(max_length=200, description="text in the problem, or the start of the run id"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page"),
+    ] = None,
 ) -> RunList:
     """Runs, newest first, filtered; follow ``next_cursor`` for older pages."""
     services = get_services(request)
@@ -198,14 +217,14 @@ async def list_runs(
     )
 
 
-@router.get("/runs/{run_id}", response_model=RunView)
+@router.get("/runs/{run_id}", response_model=RunView, responses=NOT_FOUND)
 async def get_run(run_id: str, request: Request) -> RunView:
     """Status, answer, token usage and cost so far."""
     services = get_services(request)
     return (await run_views(services, [await owned_run(request, run_id)]))[0]
 
 
-@router.post("/runs/{run_id}/cancel", status_code=202, response_model=RunView)
+@router.post("/runs/{run_id}/cancel", status_code=202, response_model=RunView, responses=NOT_FOUND)
 async def cancel(run_id: str, request: Request) -> RunView:
     """Stop a run before its next turn (a queued run is cancelled at once)."""
     services = get_services(request)
@@ -214,7 +233,7 @@ async def cancel(run_id: str, request: Request) -> RunView:
     return (await run_views(services, [run]))[0]
 
 
-@router.get("/runs/{run_id}/turns", response_model=list[TurnView])
+@router.get("/runs/{run_id}/turns", response_model=list[TurnView], responses=NOT_FOUND)
 async def turns(run_id: str, request: Request) -> list[TurnView]:
     """The transcript: every model call of the run, in order."""
     services = get_services(request)
@@ -321,7 +340,16 @@ def stale_free_backlog(queue: asyncio.Queue, last_id: int) -> list[dict[str, Any
     return [e for i, e in enumerate(backlog) if i > last_repeat or e.get("id") is not None]
 
 
-@router.get("/runs/{run_id}/events")
+@router.get(
+    "/runs/{run_id}/events",
+    responses={
+        200: {
+            "description": "server-sent events until the run finishes",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **NOT_FOUND,
+    },
+)
 async def events(
     run_id: str,
     request: Request,

@@ -12,10 +12,17 @@ call or JSON.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, TypeAdapter
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
+from graphs.patterns import PATTERNS, Pattern
+from services.api.schemas.runs import BLANK
+
+MODEL_PREFIX = "thinktank/"
 MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
 FinishReason = Literal["stop", "length"]
 
@@ -25,7 +32,10 @@ class TextPart(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    type: str = Field(description="'text'; other part types (images, audio) are refused")
+    type: str = Field(
+        description="'text'; other part types (images, audio) are refused",
+        json_schema_extra={"const": "text"},
+    )
     text: str | None = None
 
 
@@ -48,7 +58,10 @@ class StreamOptions(BaseModel):
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(description="only 'text' is served: a run answers in prose")
+    type: str = Field(
+        description="only 'text' is served: a run answers in prose",
+        json_schema_extra={"const": "text"},
+    )
 
 
 class ThinktankOptions(BaseModel):
@@ -62,13 +75,43 @@ class ThinktankOptions(BaseModel):
     )
 
 
+USER_TEXT = {
+    "type": "object",
+    "properties": {
+        "role": {"const": "user"},
+        "content": {
+            "anyOf": [
+                {"type": "string", "not": BLANK},
+                {
+                    "type": "array",
+                    "contains": {
+                        "type": "object",
+                        "properties": {
+                            "type": {"const": "text"},
+                            "text": {"type": "string", "not": BLANK},
+                        },
+                        "required": ["type", "text"],
+                    },
+                },
+            ]
+        },
+    },
+    "required": ["role", "content"],
+}
+"""A user message with text other than whitespace: a request needs one, the problem."""
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(
         description="thinktank/<pattern> from GET /v1/models", examples=["thinktank/discussion"]
     )
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        description="the last user message with text is the problem; those before it, context",
+        json_schema_extra={"contains": USER_TEXT},
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1, description="deprecated alias of the next")
@@ -78,8 +121,12 @@ class ChatCompletionRequest(BaseModel):
         description="the pattern's max_tokens where it has one, else the run's token_budget",
     )
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    n: int | None = Field(None, description="only 1 is supported: a run has one answer")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    n: int | None = Field(
+        None,
+        description="only 1 is supported: a run has one answer",
+        json_schema_extra={"enum": [1, None]},
+    )
     user: str | None = Field(None, max_length=256, description="accepted; not stored")
     response_format: ResponseFormat | None = Field(
         None, description="{'type': 'text'} or absent; a JSON format is refused (400)"
@@ -90,15 +137,98 @@ class ChatCompletionRequest(BaseModel):
         "not call a client's tools",
     )
     tool_choice: str | dict[str, Any] | None = Field(
-        None, description="'none' or 'auto'; one that demands a tool call is refused (400)"
+        None,
+        description="'none' or 'auto'; one that demands a tool call is refused (400)",
+        json_schema_extra={"enum": ["none", "auto", None]},
     )
     functions: list[dict[str, Any]] | None = Field(
         None, description="the older form of tools, refused alike"
     )
     function_call: str | dict[str, Any] | None = Field(
-        None, description="the older form of tool_choice, refused alike"
+        None,
+        description="the older form of tool_choice, refused alike",
+        json_schema_extra={"enum": ["none", "auto", None]},
     )
     thinktank: ThinktankOptions | None = None
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """One request per pattern, since the model decides which options and limits apply
+        (see :func:`request_for`), and one for any other model name, which gets a 404."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        base = copy.deepcopy(schema)
+        base["allOf"] = [tools_need_no_call("tools", "tool_choice")]
+        base["allOf"].append(tools_need_no_call("functions", "function_call"))
+        known = [name for pattern in PATTERNS.values() for name in model_names(pattern)]
+        other = copy.deepcopy(base)
+        other["properties"]["model"] = {
+            "type": "string",
+            "not": {"enum": known},
+            "description": "any other name is answered 404 model_not_found",
+        }
+        other["title"] = "ChatCompletionRequestForAnotherModel"
+        variants = [request_for(pattern, base, handler) for pattern in PATTERNS.values()]
+        schema.clear()
+        schema.update(
+            title="ChatCompletionRequest",
+            description="a chat request; its model names the pattern whose options apply",
+            oneOf=[*variants, other],
+        )
+        return schema
+
+
+def model_names(pattern: Pattern) -> list[str]:
+    """The names the face documents for ``pattern`` (it also takes any case)."""
+    bare = sorted({pattern.name, pattern.name.replace("_", "-")})
+    return [f"{MODEL_PREFIX}{name}" for name in bare] + bare
+
+
+def tools_need_no_call(tools: str, choice: str) -> dict[str, Any]:
+    """A non-empty ``tools`` is served only with ``tool_choice`` ``"none"``."""
+    return {
+        "if": {"properties": {tools: {"type": "array", "minItems": 1}}, "required": [tools]},
+        "then": {"properties": {choice: {"const": "none"}}, "required": [choice]},
+    }
+
+
+def token_limit_of(pattern: Pattern) -> dict[str, Any]:
+    """The bounds of what max_(completion_)tokens sets for ``pattern``: its max_tokens, or its
+    token_budget (openai_face.pattern_config)."""
+    properties = pattern.config_model.model_json_schema()["properties"]
+    field = properties.get("max_tokens") or properties["token_budget"]
+    integer = next(b for b in field.get("anyOf", [field]) if b.get("type") == "integer")
+    return {"anyOf": [integer, {"type": "null"}]}
+
+
+def request_for(
+    pattern: Pattern, base: dict[str, Any], handler: GetJsonSchemaHandler
+) -> dict[str, Any]:
+    """The request for one pattern: its model names, its token limits, its config."""
+    config = handler(TypeAdapter(pattern.config_model).core_schema)
+    needed = any(field.is_required() for field in pattern.config_model.model_fields.values())
+    options = {
+        "type": "object",
+        "properties": {"config": {**config, "description": f"options of {pattern.name}"}},
+        "additionalProperties": False,
+    }
+    if needed:
+        options["required"] = ["config"]
+    variant = copy.deepcopy(base)
+    properties = variant["properties"]
+    properties["model"] = {
+        "type": "string",
+        "enum": model_names(pattern),
+        "description": pattern.summary,
+    }
+    for name in ("max_tokens", "max_completion_tokens"):
+        properties[name] = {**properties[name], **token_limit_of(pattern)}
+    properties["thinktank"] = options if needed else {"anyOf": [options, {"type": "null"}]}
+    if needed:  # a required option can only come in thinktank.config
+        variant["required"] = [*variant.get("required", []), "thinktank"]
+    variant["title"] = f"ChatCompletionRequestFor{pattern.config_model.__name__}"
+    return variant
 
 
 class Usage(BaseModel):
