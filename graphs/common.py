@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.backends.serving_config import check_adapter_name
+from agents.backends.serving_config import ADAPTER_NAME, check_adapter_name
 
 MAX_CALL_TOKENS = 131_072
 """The most tokens one model call may be asked for: the longest context of the models served
@@ -40,6 +40,21 @@ class PatternConfig(BaseModel):
         max_length=MAX_ADAPTERS,
         description="logical model name -> LoRA adapter (a registered model version) its calls "
         "in this run use; a campaign plays each round with its newest versions this way",
+        # what _adapter_names checks, so that the JSON schema admits only what it accepts
+        json_schema_extra={
+            "propertyNames": {"maxLength": MAX_NAME_CHARS},
+            "additionalProperties": {
+                "type": "string",
+                "pattern": ADAPTER_NAME.pattern,
+                "not": {"pattern": r"\.\."},
+            },
+        },
+    )
+    reference_answer: str | None = Field(
+        None,
+        max_length=MAX_ANSWER_CHARS,
+        description="the known answer, never shown to the agents: the run's answer is judged "
+        "against it (the API's answer_check)",
     )
 
     @field_validator("adapters")

@@ -58,6 +58,7 @@ class DiscussionConfig(PatternConfig):
         min_length=1,
         max_length=16,
         description="budgets the CEO may give the solver and critics per call",
+        json_schema_extra={"items": {"type": "integer", "minimum": 8, "maximum": MAX_CALL_TOKENS}},
     )
     ceo_max_tokens: int = Field(96, ge=8, le=MAX_CALL_TOKENS, description="budget of each CEO call")
     recruiter_max_tokens: int = Field(

@@ -29,9 +29,10 @@ class Pattern:
     build_graph: Callable[[], StateGraph]
     initial_state: Callable[[str, Any], dict[str, Any]]
     recursion_limit: Callable[[Any], int]
-    solves: bool = True
-    """Whether the run's answer is an answer to the problem (so it can be checked against a
-    reference); a game's answer is its result, a judge's the step it flagged."""
+    judged: bool = True
+    """Whether the run's answer is judged against ``config.reference_answer``: a solution's
+    answer is, and so is a judge's flagged step (against the labelled one); a game's answer is
+    its result, while its reference is the problem's answer."""
 
 
 def _pattern(
@@ -40,7 +41,7 @@ def _pattern(
     module: Any,
     config_model: type[PatternConfig],
     *,
-    solves: bool = True,
+    judged: bool = True,
 ) -> Pattern:
     return Pattern(
         name=name,
@@ -49,7 +50,7 @@ def _pattern(
         build_graph=module.build_graph,
         initial_state=module.initial_state,
         recursion_limit=module.recursion_limit,
-        solves=solves,
+        judged=judged,
     )
 
 
@@ -89,7 +90,7 @@ PATTERNS: dict[str, Pattern] = {
             "roll-outs check it, a critic judges it; zero-sum rewards",
             spc_game,
             spc_game.SpcGameConfig,
-            solves=False,
+            judged=False,
         ),
         _pattern(
             "sdv",
@@ -104,7 +105,6 @@ PATTERNS: dict[str, Pattern] = {
             "or -1 (what `thinktank eval-critic` scores)",
             process_judge,
             process_judge.ProcessJudgeConfig,
-            solves=False,
         ),
     )
 }

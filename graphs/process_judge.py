@@ -18,7 +18,14 @@ from pydantic import Field
 
 from agents.calls import Agent, BudgetExhausted, RunContext, ask
 from agents.model import SamplingParams
-from graphs.common import MAX_CALL_TOKENS, MAX_NAME_CHARS, MAX_STEPS, PatternConfig, first_reason
+from graphs.common import (
+    MAX_ANSWER_CHARS,
+    MAX_CALL_TOKENS,
+    MAX_NAME_CHARS,
+    MAX_STEPS,
+    PatternConfig,
+    first_reason,
+)
 from roles import sdv as roles
 
 
@@ -40,6 +47,12 @@ class ProcessJudgeConfig(PatternConfig):
     max_tokens: int = Field(512, ge=1, le=MAX_CALL_TOKENS, description="budget of each judgment")
     temperature: float = Field(
         0.0, ge=0.0, le=2.0, description="sampling temperature (ProcessBench decodes greedily)"
+    )
+    reference_answer: str | None = Field(
+        None,
+        max_length=MAX_ANSWER_CHARS,
+        description="the labelled earliest wrong step (-1: none), which the run's answer is "
+        "judged against (the API's answer_check)",
     )
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from agents.calls import Agent, BudgetExhausted, RunContext, ask
 from agents.model import SamplingParams
@@ -33,6 +33,22 @@ class RladConfig(PatternConfig):
     Defaults are sized for the small local model; the paper trains with K=4, M=16 and lets
     solutions think for up to 32K tokens.
     """
+
+    # what _total_alone checks, so that the JSON schema admits only what it accepts
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"total_solutions": {"type": "integer"}},
+                "required": ["total_solutions"],
+            },
+            "then": {
+                "properties": {
+                    "abstractions": {"type": "null"},
+                    "solutions_per_abstraction": {"type": "null"},
+                }
+            },
+        }
+    )
 
     abstractions: int | None = Field(
         None,

@@ -74,8 +74,8 @@ def answer_check(run: Run) -> AnswerCheckView | None:
     reference = run.config.get("reference_answer")
     if not isinstance(reference, str) or run.status not in TERMINAL:
         return None
-    if run.pattern in PATTERNS and not PATTERNS[run.pattern].solves:
-        return None  # its answer is a game result or a step index, not a solution
+    if run.pattern in PATTERNS and not PATTERNS[run.pattern].judged:
+        return None  # a game's answer is its result, not the problem's answer
     check = answers_match(run.answer, reference)
     return AnswerCheckView(correct=check.correct, reason=check.reason, reference=reference)
 

@@ -259,3 +259,27 @@ def test_the_store_hands_back_times_in_utc_on_sqlite(sqlite_url: str) -> None:
     created = asyncio.run(read_back())
     assert created.tzinfo is not None and created.utcoffset() == timedelta(0)
     assert abs(created - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "config", "reference"),
+    [
+        ("single", {}, "5"),
+        ("self_consistency", {"samples": 2}, "7"),
+        ("spc_search", {"trajectories": 1, "max_steps": 2}, "5"),
+        # the scripted verifier's reply flags paragraph 0; the label says -1 (all correct)
+        ("process_judge", {"steps": ["2 + 3 = 5."]}, "-1"),
+    ],
+)
+def test_every_solving_pattern_takes_a_reference_answer_and_is_judged_against_it(
+    api: LiveServer, pattern: str, config: dict[str, Any], reference: str
+) -> None:
+    body = {**SINGLE, "pattern": pattern, "config": {**config, "reference_answer": reference}}
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        submitted = client.post("/v1/runs", json=body)
+        assert submitted.status_code == 202, submitted.text
+        run = wait_for_run(client, submitted.json()["id"])
+    assert run["status"] == "succeeded", run
+    check = run["answer_check"]
+    assert check is not None and check["reference"] == reference
+    assert check["correct"] is (run["answer"] == reference), (run["answer"], check)
