@@ -50,7 +50,7 @@ class CampaignDrivers:
         self.stale_after_s = stale_after_s
         self._tasks: dict[str, asyncio.Task[object]] = {}
         self._celery: Celery | None = None
-        self._trainings: list[subprocess.Popen[bytes]] = []
+        self._trainings: list[tuple[subprocess.Popen[bytes], str]] = []
         self.starting = asyncio.Lock()
         """Held while a campaign is checked against its caller's limit and stored."""
 
@@ -65,7 +65,7 @@ class CampaignDrivers:
             await start_on_celery(self._celery, self.store, campaign_id, token)
             return
         # pruned in place: the drivers already running hold this same list
-        self._trainings[:] = [p for p in self._trainings if p.poll() is None]
+        self._trainings[:] = [(p, run) for p, run in self._trainings if p.poll() is None]
         env = CampaignEnv(
             self.store, self.models, self.database_url, tied_trainings=self._trainings
         )
@@ -89,6 +89,6 @@ class CampaignDrivers:
     async def close(self) -> None:
         # Cancelled drivers leave their campaigns where they are; the next start resumes them.
         await cancel_and_wait(list(self._tasks.values()))
-        await stop_tied(self._trainings, grace_s=TRAINING_STOP_S)
+        await stop_tied(self.store, self._trainings, grace_s=TRAINING_STOP_S)
         if self._celery is not None:
             self._celery.close()

@@ -246,11 +246,11 @@ class CampaignEnv:
     on_progress: Callable[[str], None] | None = None
     poll_s: float = 2.0
     heartbeat_s: float = HEARTBEAT_S
-    tied_trainings: list[subprocess.Popen[bytes]] | None = None
+    tied_trainings: list[tuple[subprocess.Popen[bytes], str]] | None = None
     """Set by a driver that lives in a server (the embedded API): the trainings it launches
     are tied to that process, so none runs on unwatched once the server has gone, and are
-    listed here for the server to stop at its close. Unset (the CLI, Celery workers), a
-    training outlives its driver, which finds it again by its stored run."""
+    listed here with their training run ids for the server to stop at its close. Unset (the
+    CLI, Celery workers), a training outlives its driver, which finds it by its stored run."""
 
     def say(self, message: str) -> None:
         log.info(message)

@@ -245,7 +245,7 @@ async def _launch(env: CampaignEnv, run: Any, config: CampaignConfig) -> None:
     if not isinstance(job, str):  # a Ray job is the cluster's to reap
         _children.append(job)
         if env.tied_trainings is not None:
-            env.tied_trainings.append(job)
+            env.tied_trainings.append((job, run.id))
 
 
 async def _serve(

@@ -17,7 +17,7 @@ from typing import Any
 
 from store import model_versions
 from store.tables.training import TrainingRun
-from training.jobs.common import LaunchOptions
+from training.jobs.common import EXIT_INTERRUPTED, LaunchOptions, settle
 
 log = logging.getLogger(__name__)
 
@@ -127,21 +127,34 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def stop_tied(processes: list[subprocess.Popen[bytes]], *, grace_s: float) -> None:
-    """Ask tied jobs to checkpoint and stop (SIGTERM), wait up to ``grace_s`` for them to
-    record it, and kill those still running."""
-    live = [p for p in processes if p.poll() is None]
-    for process in live:
+TiedJob = tuple[subprocess.Popen[bytes], str]
+"""A tied job's process and the id of its training run."""
+
+
+async def stop_tied(store: Any, tied: list[TiedJob], *, grace_s: float) -> None:
+    """Ask tied jobs to checkpoint and stop (SIGTERM), wait up to ``grace_s`` for them, kill
+    those still running, and record as interrupted (resumable) any run whose job ended
+    without recording it: one still loading its model, or killed."""
+    live = [(process, run_id) for process, run_id in tied if process.poll() is None]
+    for process, _ in live:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    for process in live:
+    for process, run_id in live:
         try:
             await asyncio.to_thread(process.wait, max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.warning("training process %d did not stop in %gs; killing it", process.pid, grace_s)
             process.kill()
             await asyncio.to_thread(process.wait)
+        with contextlib.suppress(Exception):  # a store gone away: refresh_status settles it
+            await settle(
+                store,
+                run_id,
+                EXIT_INTERRUPTED,
+                error="stopped with the server that launched it; it resumes from its last "
+                "checkpoint",
+            )
 
 
 def wait_attached(process: subprocess.Popen[bytes]) -> int:
