@@ -1,5 +1,7 @@
 """POST /v1/campaigns on the embedded server: a campaign runs in the background, its rounds
-can be read while and after it runs, and bad requests get a 4xx with a reason."""
+can be read while and after it runs, bad requests get a 4xx with a reason, starting one is a
+permission of the API key with a limit of running campaigns, and the server answers while a
+large campaign is prepared."""
 
 from __future__ import annotations
 
@@ -212,9 +214,9 @@ def keyed(tmp_path: Path, home: Path) -> Any:
         "COLUMNS": "200",
     }
 
-    def thinktank(*args: str) -> str:
+    def thinktank(*args: str, status: int = 0) -> str:
         result = run_cli(env, *args)
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.returncode == status, result.stdout + result.stderr
         return result.stdout
 
     with LiveServer(settings) as api:
@@ -235,6 +237,12 @@ def test_a_campaign_is_a_permission_of_the_key_with_a_limit_of_its_own(keyed) ->
         assert "this API key may not start campaigns" in denied.text
         assert "thinktank keys grant KEY campaigns" in denied.text
 
+        unknown = thinktank("keys", "grant", prefix, "trainings", status=2)
+        assert "unknown permission 'trainings'; known: campaigns" in unknown
+        assert "Traceback" not in unknown
+        assert "no API key with id or prefix" in thinktank(
+            "keys", "grant", "tt_nope", "campaigns", status=2
+        )
         granted = thinktank("keys", "grant", prefix, "campaigns", "--max-campaigns", "1")
         assert "campaigns yes, 1 at once" in granted
         one = client.post("/v1/campaigns", json={**LONG, "name": "one"})
