@@ -19,7 +19,7 @@ from agents.model_map import ModelRouter
 from execution.executor import CeleryExecutor, Executor, InProcessExecutor
 from execution.recovery import requeue_forever
 from execution.tracing import configure_tracing
-from graphs.patterns import UnknownPattern
+from graphs.patterns import PATTERNS, UnknownPattern
 from services.api import campaigns as campaigns_api
 from services.api import health, model_versions, openai_face, runs
 from services.api.auth import ApiKeyAuth, document_security, keys_required
@@ -27,6 +27,7 @@ from services.api.deps import Services
 from services.api.limits import BodySizeLimit, NulInUrl
 from services.api.schemas.errors import refusals
 from services.api.schemas.openai import ErrorBody, ErrorDetail
+from services.api.schemas.wire import without_nul
 from services.campaign_drivers import CampaignDrivers
 from services.dashboard import mount_dashboard
 from services.settings import Settings
@@ -97,6 +98,21 @@ def parameters_without_null(openapi: dict[str, Any]) -> None:
                 if len(kept) == 1 and len(schema["anyOf"]) == 2:
                     outer = {k: v for k, v in schema.items() if k != "anyOf"}
                     parameter["schema"] = {**kept[0], **outer}
+
+
+def stored_text_without_nul(openapi: dict[str, Any]) -> None:
+    """Say where text may not hold NUL: in what is stored (a run's config, a message's text,
+    which the face reads alike wherever it is) and anywhere in a URL (limits.NulInUrl)."""
+    components = openapi.get("components", {}).get("schemas", {})
+    for pattern in PATTERNS.values():
+        without_nul(components.get(pattern.config_model.__name__))
+    without_nul(components.get("ChatMessage", {}).get("properties", {}).get("content"))
+    without_nul(components.get("TextPart", {}).get("properties", {}).get("text"))
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") in ("path", "query"):
+                    without_nul(parameter.get("schema"))
 
 
 def allowed_methods(request: Request) -> str:
@@ -199,6 +215,7 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
             parameters_without_null(schema)
+            stored_text_without_nul(schema)
             document_security(schema, required=keys_required(settings.auth, bind_host))
         return app.openapi_schema  # type: ignore[return-value]  # set by FastAPI.openapi
 

@@ -101,6 +101,7 @@ from services.api.schemas.openai import (
     Usage,
 )
 from services.api.schemas.runs import MAX_PROBLEM_CHARS, check_config
+from services.api.schemas.wire import event_stream
 from store.api_keys import scoped_idempotency_key
 from store.bus import RESYNC
 from store.runs import TERMINAL, Store
@@ -262,11 +263,26 @@ def message_text(message: ChatMessage, index: int) -> str:
     return "\n".join(texts)
 
 
+def message_texts(messages: list[ChatMessage]) -> list[str]:
+    """Every message's text, read alike whether or not it reaches the run: text only, and no
+    NUL character, which the store cannot keep (as everywhere in the API)."""
+    texts = [message_text(message, index) for index, message in enumerate(messages)]
+    for index, text in enumerate(texts):
+        if "\x00" in text:
+            raise OpenAIError(
+                400,
+                f"messages[{index}] contains a NUL character (\\u0000), which cannot be stored",
+                param=f"messages[{index}].content",
+            )
+    return texts
+
+
 def problem_from(messages: list[ChatMessage]) -> str:
     """The last user message with text, after the earlier messages as context (see the
     module doc); an empty user message after it is passed over like an assistant's."""
+    texts = message_texts(messages)
     users = [i for i, m in enumerate(messages) if m.role == "user"]
-    asked = ((i, message_text(messages[i], i).strip()) for i in reversed(users))
+    asked = ((i, texts[i].strip()) for i in reversed(users))
     last, question = next(((i, text) for i, text in asked if text), (-1, ""))
     if not question:
         raise OpenAIError(
@@ -276,8 +292,8 @@ def problem_from(messages: list[ChatMessage]) -> str:
         )
     earlier = [
         f"[{m.role}] {text}"
-        for i, m in enumerate(messages[:last])
-        if (text := message_text(m, i).strip())
+        for m, text in zip(messages[:last], (t.strip() for t in texts), strict=False)
+        if text
     ]
     problem = question
     if earlier:
@@ -601,7 +617,9 @@ async def stream_chunks(services: Services, run: Run, include_usage: bool) -> As
         200: {
             "model": ChatCompletion,
             "description": "a chat.completion; with stream=true, text/event-stream chunks",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": event_stream(
+                "a chat.completion.chunk as JSON, an error object as JSON, or [DONE] last"
+            ),
         },
         **ERRORS,
         502: {"model": ErrorBody, "description": "the run failed or was cancelled"},

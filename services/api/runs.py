@@ -28,6 +28,7 @@ from services.api.schemas.runs import (
     Usage,
     check_config,
 )
+from services.api.schemas.wire import event_stream
 from services.settings import Settings
 from store.api_keys import scoped_idempotency_key
 from store.bus import RESYNC
@@ -345,7 +346,7 @@ def stale_free_backlog(queue: asyncio.Queue, last_id: int) -> list[dict[str, Any
     responses={
         200: {
             "description": "server-sent events until the run finishes",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": event_stream("the event's payload as JSON; see the operation"),
         },
         **NOT_FOUND,
     },

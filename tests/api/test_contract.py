@@ -283,3 +283,24 @@ def test_every_solving_pattern_takes_a_reference_answer_and_is_judged_against_it
     check = run["answer_check"]
     assert check is not None and check["reference"] == reference
     assert check["correct"] is (run["answer"] == reference), (run["answer"], check)
+
+
+def test_the_face_reads_every_message_alike_and_takes_the_last_one_with_text(
+    api: LiveServer,
+) -> None:
+    """What the document says of messages holds for every one of them, wherever it is."""
+    with openai.OpenAI(base_url=f"{api.url}/v1", api_key="-", max_retries=0) as client:
+        answered = client.chat.completions.create(
+            model="thinktank/single", messages=[*QUESTION, {"role": "user", "content": "  "}]
+        )
+        assert answered.model_extra["thinktank"]["answer"] == "5"
+        image = {"type": "image_url", "image_url": {"url": "data:,"}}
+        for late in (
+            {"role": "assistant", "content": "a\x00b"},
+            {"role": "tool", "content": [image]},
+        ):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="thinktank/single", messages=[*QUESTION, late])
+            assert caught.value.param == "messages[1].content"
+    stored = httpx.get(f"{api.url}/v1/runs").json()["items"]
+    assert [run["problem"] for run in stored] == ["What is 2+3?"]

@@ -15,12 +15,20 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    field_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from graphs.patterns import PATTERNS, Pattern
 from services.api.schemas.runs import BLANK
+from services.api.schemas.wire import JsonBool, JsonFloat, JsonInt, json_numbers
 
 MODEL_PREFIX = "thinktank/"
 MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -50,7 +58,7 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: bool = Field(
+    include_usage: JsonBool = Field(
         False, description="end the stream with a chunk whose usage covers the whole run"
     )
 
@@ -112,17 +120,17 @@ class ChatCompletionRequest(BaseModel):
         description="the last user message with text is the problem; those before it, context",
         json_schema_extra={"contains": USER_TEXT},
     )
-    stream: bool = False
+    stream: JsonBool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, description="deprecated alias of the next")
-    max_completion_tokens: int | None = Field(
+    max_tokens: JsonInt | None = Field(None, ge=1, description="deprecated alias of the next")
+    max_completion_tokens: JsonInt | None = Field(
         None,
         ge=1,
         description="the pattern's max_tokens where it has one, else the run's token_budget",
     )
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int | None = Field(
+    temperature: JsonFloat | None = Field(None, ge=0.0, le=2.0)
+    top_p: JsonFloat | None = Field(None, gt=0.0, le=1.0)
+    n: JsonInt | None = Field(
         None,
         description="only 1 is supported: a run has one answer",
         json_schema_extra={"enum": [1, None]},
@@ -150,6 +158,11 @@ class ChatCompletionRequest(BaseModel):
         json_schema_extra={"enum": ["none", "auto", None]},
     )
     thinktank: ThinktankOptions | None = None
+
+    @field_validator("max_tokens", "max_completion_tokens", "n", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any) -> Any:
+        return json_numbers(value)
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -202,6 +215,36 @@ def token_limit_of(pattern: Pattern) -> dict[str, Any]:
     return {"anyOf": [integer, {"type": "null"}]}
 
 
+def token_limits(pattern: Pattern) -> dict[str, Any]:
+    """max_completion_tokens, else max_tokens, sets the pattern's limit, unless thinktank.config
+    sets it itself (openai_face.pattern_config): only the one that is used must fit it."""
+    properties = pattern.config_model.model_fields
+    field = "max_tokens" if "max_tokens" in properties else "token_budget"
+    limit = token_limit_of(pattern)
+    set_in_config = {
+        "properties": {
+            "thinktank": {
+                "type": "object",
+                "required": ["config"],
+                "properties": {"config": {"type": "object", "required": [field]}},
+            }
+        },
+        "required": ["thinktank"],
+    }
+    completion_given = {
+        "properties": {"max_completion_tokens": {"type": "integer"}},
+        "required": ["max_completion_tokens"],
+    }
+    return {
+        "if": set_in_config,
+        "else": {
+            "properties": {"max_completion_tokens": limit},
+            "if": completion_given,
+            "else": {"properties": {"max_tokens": limit}},
+        },
+    }
+
+
 def request_for(
     pattern: Pattern, base: dict[str, Any], handler: GetJsonSchemaHandler
 ) -> dict[str, Any]:
@@ -222,9 +265,8 @@ def request_for(
         "enum": model_names(pattern),
         "description": pattern.summary,
     }
-    for name in ("max_tokens", "max_completion_tokens"):
-        properties[name] = {**properties[name], **token_limit_of(pattern)}
     properties["thinktank"] = options if needed else {"anyOf": [options, {"type": "null"}]}
+    variant["allOf"] = [*variant["allOf"], token_limits(pattern)]
     if needed:  # a required option can only come in thinktank.config
         variant["required"] = [*variant.get("required", []), "thinktank"]
     variant["title"] = f"ChatCompletionRequestFor{pattern.config_model.__name__}"

@@ -20,6 +20,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from graphs.patterns import PATTERNS, Pattern
+from services.api.schemas.wire import NUL, json_numbers
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -54,10 +55,10 @@ Moment = Annotated[datetime, BeforeValidator(_date_time_text), AfterValidator(_i
 
 def check_config(pattern: Pattern, config: dict[str, Any]) -> None:
     """Raise pydantic's ValidationError unless ``config`` is ``pattern``'s, in JSON's own types
-    as the schema states them: pydantic alone takes "0.5" for a number. The lenient pass goes
-    first, as its reasons are the ones to read (NaN: "finite number", not "integer")."""
+    as the schema states them (:mod:`services.api.schemas.wire`). The lenient pass goes first,
+    as its reasons are the ones to read (NaN: "finite number", not "integer")."""
     pattern.config_model.model_validate(config)
-    pattern.config_model.model_validate(config, strict=True)
+    pattern.config_model.model_validate(json_numbers(config), strict=True)
 
 
 def _run_request(pattern: Pattern) -> type[BaseModel]:
@@ -75,7 +76,7 @@ def _run_request(pattern: Pattern) -> type[BaseModel]:
                 min_length=1,
                 max_length=MAX_PROBLEM_CHARS,
                 description="the problem text",
-                json_schema_extra={"not": BLANK},
+                json_schema_extra={"not": {"anyOf": [BLANK, NUL]}},
             ),
         ),
         config=(config_model, Field(description=config_doc))
