@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import threading
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -16,9 +18,36 @@ from store.db import check_database_url
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from psycopg import AsyncConnection
+
+# Connections the PostgreSQL savers of one event loop reuse: opening one costs ~15 ms, more
+# than a whole step's checkpoint. A run borrows one for its whole execution, as it had one of
+# its own before, and a saver of its own (a saver serializes its queries behind one lock).
+# Not psycopg_pool's pool: its background tasks survive a loop's cancelling of its tasks at
+# shutdown, so every ``asyncio.run`` that used one would hang there. Kept per loop: psycopg's
+# connections belong to the loop that opened them (tests run one loop each).
+MAX_IDLE = 32
+_IDLE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[AsyncConnection]]] = (
+    weakref.WeakKeyDictionary()
+)
+_KEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 _SET_UP: set[str] = set()
 _SETUP_LOCK = threading.Lock()
+
+
+async def _keep_idle() -> AsyncGenerator[None, None]:
+    """Closes the loop's idle connections as the loop shuts down: ``asyncio.run`` and every
+    other runner close the async generators still suspended in their loop, as this one is."""
+    try:
+        yield
+    finally:
+        for idle in _IDLE.pop(asyncio.get_running_loop(), {}).values():
+            for conn in idle:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
 
 async def _setup_once(saver: BaseCheckpointSaver, database_url: str) -> None:
@@ -90,8 +119,71 @@ async def open_checkpointer(database_url: str) -> AsyncIterator[BaseCheckpointSa
         return
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-    # The saver speaks libpq URLs, not SQLAlchemy's driver-qualified ones.
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    async with AsyncPostgresSaver.from_conn_string(conninfo) as saver:
+    conn = await _borrow(database_url)
+    saver = AsyncPostgresSaver(conn=conn)
+    try:
         await _setup_once(saver, database_url)
         yield saver
+    finally:
+        await asyncio.shield(_give_back(database_url, saver, conn))
+
+
+async def _borrow(database_url: str) -> AsyncConnection:
+    """An idle connection to ``database_url`` the server has not closed, or a new one."""
+    from psycopg import AsyncConnection
+    from psycopg.rows import dict_row
+
+    loop = asyncio.get_running_loop()
+    if loop not in _KEEPERS:
+        keeper = _keep_idle()
+        await anext(keeper)
+        _KEEPERS[loop] = keeper
+    idle = _IDLE.setdefault(loop, {}).setdefault(database_url, [])
+    while idle:
+        conn = idle.pop()
+        if _usable(conn):
+            return conn
+        with contextlib.suppress(Exception):
+            await conn.close()
+    # The saver speaks libpq URLs, not SQLAlchemy's driver-qualified ones.
+    url = make_url(check_database_url(database_url))
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    # as AsyncPostgresSaver.from_conn_string connects
+    return await AsyncConnection.connect(
+        conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row
+    )
+
+
+def _usable(conn: AsyncConnection) -> bool:
+    """Whether an idle connection is still open, judged without a round trip: an idle
+    connection has nothing to read, so a readable socket means the server hung up or said it
+    would (PostgreSQL's "terminating connection" notice on a restart)."""
+    from psycopg.pq import TransactionStatus
+
+    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    return not select.select([conn.fileno()], [], [], 0)[0]
+
+
+async def _give_back(database_url: str, saver: BaseCheckpointSaver, conn: AsyncConnection) -> None:
+    """Return the run's connection for the next run, or close it if it is not clean.
+
+    Taken under the saver's lock, so a query of the run under way ends first; a write the
+    graph left running in the background after that finds the saver without a connection
+    (as it found the connection closed before) and cannot touch the next run's.
+    """
+    async with saver.lock:  # type: ignore[attr-defined]
+        saver.conn = None  # type: ignore[attr-defined]
+        idle = _IDLE.get(asyncio.get_running_loop(), {}).setdefault(database_url, [])
+        if _usable(conn) and len(idle) < MAX_IDLE:
+            idle.append(conn)
+            return
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+async def close_checkpointers() -> None:
+    """Close this loop's idle checkpointer connections now, not at the loop's end."""
+    keeper = _KEEPERS.pop(asyncio.get_running_loop(), None)
+    if keeper is not None:
+        await keeper.aclose()

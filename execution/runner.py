@@ -16,12 +16,14 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+from langgraph.graph.state import CompiledStateGraph
+
 from agents.calls import RunCancelled, RunContext, TokenBudget
 from agents.model import ModelError
 from agents.model_map import ModelRouter
 from execution.checkpoints import open_checkpointer
 from execution.tracing import observe_run, trace_nodes
-from graphs.patterns import get_pattern
+from graphs.patterns import Pattern, get_pattern
 from store.db import is_transient
 from store.runs import Store
 from store.tables.runs import Run
@@ -177,17 +179,20 @@ async def execute_run(
     :class:`RunInterrupted` with the run left unfinished, to be executed again.
     """
     owner = owner or process_owner()
-    run = await store.get_run(run_id)
-    if run.status in ("succeeded", "cancelled"):
-        return _stored_outcome(run)
-    if not await store.claim_run(run_id, owner, lease_s):
+    # Claimed first and read only when that fails: the claim hands back the run, so a fresh
+    # run costs one round trip here. It refuses a finished run, which ends just as before.
+    claimed = await store.claim(run_id, owner, lease_s)
+    if claimed is None:
         run = await store.get_run(run_id)
         holder = run.lease_owner
-        if not (holder and holder_is_dead(holder)) or not await store.claim_run(
-            run_id, owner, lease_s, take_from=holder
-        ):
+        if run.status in ("succeeded", "cancelled"):
+            return _stored_outcome(run)
+        if holder and holder_is_dead(holder):
+            claimed = await store.claim(run_id, owner, lease_s, take_from=holder)
+        if claimed is None:
             log.info("run %s is held by %s; not executing it twice", run_id, holder)
             return _stored_outcome(run)
+    run = claimed
     lease = Lease(store, run_id, owner, lease_s)
     try:
         async with observe_run(store, run) as observed:
@@ -247,14 +252,17 @@ async def _execute(
     pattern = get_pattern(run.pattern)
     config = pattern.config_model.model_validate(run.config)
     async with open_checkpointer(database_url) as saver:
-        graph = trace_nodes(pattern.build_graph()).compile(checkpointer=saver, name=pattern.name)
+        graph = _compiled(pattern).copy({"checkpointer": saver})
         thread: dict[str, Any] = {
             "configurable": {"thread_id": run_id},
             "recursion_limit": pattern.recursion_limit(config),
         }
-        checkpoint = await saver.aget_tuple(thread)
-        resuming = checkpoint is not None
-        _, spent = await store.token_totals(run_id)
+        # A run claimed for the first time has never executed: it has no checkpoint and no
+        # turns, so neither is read. Any later attempt reads both to resume.
+        resuming, spent = False, 0
+        if run.attempts != 1:
+            resuming = await saver.aget_tuple(thread) is not None
+            _, spent = await store.token_totals(run_id)
         context = RunContext(
             run_id=run_id,
             models=models,
@@ -286,6 +294,18 @@ async def _execute(
         stop_reason=state.get("stop_reason"),
         state=state,
     )
+
+
+_COMPILED: dict[Pattern, CompiledStateGraph] = {}
+
+
+def _compiled(pattern: Pattern) -> CompiledStateGraph:
+    """The pattern's graph, compiled once per process (that costs ~30 ms); each run takes a
+    copy bound to its own checkpointer, which is cheap."""
+    if pattern not in _COMPILED:
+        graph = trace_nodes(pattern.build_graph())
+        _COMPILED[pattern] = graph.compile(name=pattern.name)
+    return _COMPILED[pattern]
 
 
 async def _record_finish(store: Store, run_id: str, owner: str, outcome: RunOutcome) -> None:

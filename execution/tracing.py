@@ -231,7 +231,7 @@ async def observe_run(store: Store, run: Run) -> AsyncIterator[RunObservation]:
         **measured,
         CONVERSATION_ID: run.id,
         SESSION_ID: run.id,
-        "thinktank.run.resumed": run.started_at is not None,
+        "thinktank.run.resumed": run.attempts > 1,  # ``run`` as its claim left it
     }
     if run.trace_id:
         attributes["thinktank.run.previous_trace_id"] = run.trace_id

@@ -328,6 +328,13 @@ class Store:
 
         One conditional UPDATE, so of two workers racing for a run exactly one wins.
         """
+        return await self.claim(run_id, owner, lease_s, take_from=take_from) is not None
+
+    async def claim(
+        self, run_id: str, owner: str, lease_s: float, *, take_from: str | None = None
+    ) -> Run | None:
+        """:meth:`claim_run`, returning the claimed run as it now is, or None: the executor
+        needs no read of the run before or after (``attempts`` 1 says it never ran before)."""
         now = utcnow()
         # Not even ``owner`` itself may claim a run it holds: two deliveries of one run to
         # two threads of one worker must not both execute it.
@@ -349,9 +356,10 @@ class Store:
                 started_at=func.coalesce(Run.started_at, now),
                 error=None,
             )
+            .returning(*Run.__table__.columns)
         )
-        result = await self._write(lambda connection: connection.execute(statement))
-        return result.rowcount == 1
+        row = await self._write(lambda connection: connection.execute(statement).first())
+        return None if row is None else Run(**row._asdict())
 
     async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
         """Extend the lease ``owner`` holds; False when it no longer holds it."""
