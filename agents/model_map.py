@@ -106,11 +106,24 @@ class ModelRouter:
             return self._overrides[logical_name]
         if "*" in self._overrides:
             return self._overrides["*"]
-        spec = self.model_map.spec_for(logical_name)
+        return self._backend(self.model_map.spec_for(logical_name), logical_name)
+
+    def _backend(self, spec: ModelSpec, logical_name: str) -> ModelBackend:
         key = spec.model_dump_json()
         if key not in self._built:
             self._built[key] = build_backend(spec, logical_name, self._on_progress)
         return self._built[key]
+
+    def warm(self) -> None:
+        """Build now the backends that are only clients (``openai``, ``scripted``), so that a
+        process's first run does not wait for them at its first call: a cold OpenAI client
+        costs 0.1-0.3 s (its HTTP transport's imports, the TLS trust store). Models that load
+        weights stay lazy. Call it before runs start, off the loop (it blocks while it builds).
+        """
+        specs = [("default", self.model_map.default), *self.model_map.models.items()]
+        for name, spec in specs:
+            if isinstance(spec, OpenAIModelConfig | ScriptedModelConfig):
+                self._backend(spec, name)
 
     async def close(self) -> None:
         backends = {id(b): b for b in [*self._built.values(), *self._overrides.values()]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -39,7 +40,10 @@ async def run_live(
     configure_tracing()  # `solve` and `runs resume`: exports only with OTEL_EXPORTER_OTLP_*
     printer = LivePrinter(console, quiet=quiet)
     models = ModelRouter(settings.models, on_progress=printer.progress)
+    # the model clients are built while the store opens, not at the run's first call
+    warming = asyncio.ensure_future(asyncio.to_thread(models.warm))
     async with open_store(settings) as store:
+        await warming
         run_id = await prepare(store)
         run = await store.get_run(run_id)
         store.listeners.append(printer.on_event)

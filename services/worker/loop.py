@@ -60,6 +60,7 @@ class WorkerLoop:
         await migrate(engine)
         redis_url = self.settings.events_redis_url
         self.models = ModelRouter(self.settings.models)
+        await asyncio.to_thread(self.models.warm)  # not at the first run's first call
         store = Store(engine, bus=RedisBus(redis_url) if redis_url else None)
         self.reaper = asyncio.create_task(
             requeue_forever(
