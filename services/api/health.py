@@ -58,7 +58,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "not ready: the same body, with reason naming what failed"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Whether this instance can execute runs now: database, broker, model backends."""
     services = get_services(request)
