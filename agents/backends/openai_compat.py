@@ -209,6 +209,9 @@ class OpenAIBackend:
             max_retries=0,
             timeout=config.timeout_s,
         )
+        # The SDK imports its chat resources at their first use, 50-150 ms cold: here, so
+        # that a backend built ahead of runs (ModelRouter.warm) has nothing left for the call.
+        _ = self._client.chat.completions
         self._extra_headers: dict[str, Any] = {} if api_key else {"Authorization": openai.Omit()}
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._closed = False
