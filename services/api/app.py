@@ -62,8 +62,14 @@ def validation_errors(exc: ValidationError | RequestValidationError) -> list[dic
 
 
 def on_openai_face(request: Request) -> bool:
-    """Whether the request is for one of the OpenAI face's paths, by any method."""
-    return any(route.matches(request.scope)[0] != Match.NONE for route in openai_face.router.routes)
+    """Whether the request is for one of the OpenAI face's paths, by any method, matched or
+    not (``/v1/models/<any text>`` included: a route's pattern does not match a newline)."""
+    path = request.scope["path"]
+    for route in openai_face.router.routes:
+        static, variable, _ = getattr(route, "path", "").partition("{")
+        if path == static or (variable and path.startswith(static)):
+            return True
+    return False
 
 
 def refusal(

@@ -136,7 +136,8 @@ def test_every_error_of_the_openai_face_is_openais(api: LiveServer) -> None:
         )
         wrong_method = client.get("/v1/chat/completions")
         nul = client.get("/v1/models/single%00")
-    for response, status in ((unreadable, 400), (wrong_method, 405), (nul, 400)):
+        unroutable = client.get("/v1/models/a%0Ab")  # no route's pattern matches a newline
+    for response, status in ((unreadable, 400), (wrong_method, 405), (nul, 400), (unroutable, 404)):
         assert response.status_code == status, response.text
         error = response.json()["error"]
         assert error["message"] and error["type"] == "invalid_request_error", response.text
