@@ -55,7 +55,9 @@ def client(tmp_path: Path, home: Path) -> Any:
         yield http
 
 
-def wait_for_campaign(client: httpx.Client, campaign_id: str, timeout_s: float = 60) -> dict:
+# The campaign trains a real LoRA adapter in a subprocess: importing torch, transformers and
+# peft and loading the model take most of a minute on a 2-core machine before the one step.
+def wait_for_campaign(client: httpx.Client, campaign_id: str, timeout_s: float = 240) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         campaign = client.get(f"/v1/campaigns/{campaign_id}").json()
