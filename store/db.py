@@ -106,7 +106,19 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+# Any fixed number, the same in every process: the key of the advisory lock migrations hold.
+MIGRATION_LOCK = 0x7468696E6B
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Processes that start together on a new database (a worker and the CLI) would each
+        # create the tables, and the second fails on PostgreSQL's catalog (pg_type's unique
+        # index). One at a time instead: the lock is held until this transaction commits, and
+        # whoever waited then finds the schema at head.
+        connection.execute(
+            sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+        )
     command.upgrade(alembic_config(connection), "head")
 
 
