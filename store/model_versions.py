@@ -8,6 +8,7 @@ never replaced. Adapters live under the data directory, ``models/adapters/<name>
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,27 @@ async def get_training_run(store: Store, run_id: str) -> TrainingRun:
     if row is None:
         raise TrainingRunNotFound(run_id)
     return row
+
+
+async def training_runs_and_versions(
+    store: Store, run_ids: Collection[str]
+) -> dict[str, tuple[TrainingRun, ModelVersion | None]]:
+    """The training runs of ``run_ids`` that exist, each with the version it registered (None
+    until it has), in two queries whatever their number (a campaign's page reads every round's)."""
+    if not run_ids:
+        return {}
+    async with store.session() as session:
+        runs = (
+            await session.scalars(select(TrainingRun).where(TrainingRun.id.in_(set(run_ids))))
+        ).all()
+        names = {run.model_name for run in runs}
+        versions = {
+            v.name: v
+            for v in (
+                await session.scalars(select(ModelVersion).where(ModelVersion.name.in_(names)))
+            ).all()
+        }
+    return {run.id: (run, versions.get(run.model_name)) for run in runs}
 
 
 async def list_training_runs(

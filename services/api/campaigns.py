@@ -39,6 +39,7 @@ from training.campaigns import (
     cancel_campaign,
     create_campaign,
 )
+from training.campaigns.report import load_report
 from training.problems import GENERATOR_PREFIX, ProblemSourceError
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
@@ -77,8 +78,13 @@ async def owned_campaign(request: Request, campaign_id: str) -> Campaign:
 async def view(request: Request, campaign: Campaign, *, rounds: bool) -> CampaignView:
     result = CampaignView.model_validate(campaign)
     if rounds:
-        stored = await repo.rounds_of(get_services(request).store, campaign.id)
-        result.rounds = [CampaignRoundView.model_validate(r) for r in stored]
+        store = get_services(request).store
+        stored = await repo.rounds_of(store, campaign.id)
+        report = await load_report(store, campaign, stored)
+        result.rounds = [
+            CampaignRoundView.model_validate(r).model_copy(update={"report": line})
+            for r, line in zip(stored, report.rounds, strict=True)
+        ]
     return result
 
 

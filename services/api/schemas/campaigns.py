@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from training.campaigns.report import RoundReport
+
 
 class CampaignCreate(BaseModel):
     """A self-play campaign to start. Problem sources are `gen:` specs or names of files in
@@ -41,6 +43,11 @@ class CampaignRoundView(BaseModel):
     training_runs: dict[str, Any] = Field(description="logical model -> training run")
     versions: dict[str, Any] = Field(description="logical model -> model version trained")
     metrics: dict[str, Any] = Field(description="games, served and eval metrics")
+    report: RoundReport | None = Field(
+        None,
+        description="the round on the learning curve: headline metric with its interval, "
+        "games, valid share, rewards, final training losses",
+    )
     started_at: datetime
     finished_at: datetime | None
 
