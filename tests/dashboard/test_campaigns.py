@@ -65,8 +65,21 @@ async def two_campaigns(store: Store) -> list[str]:
                     "sneaky_wins": 6,
                     "invalid": 3,
                     "unparsed": 2,
+                    "critic_reward": 8,
+                    "sneaky_reward": -8,
                 },
-                "eval": {"critic_f1": 0.65, "error_accuracy": 0.7, "correct_accuracy": 0.6},
+                "eval": {
+                    "critic_f1": 0.65,
+                    "error_accuracy": 0.7,
+                    "correct_accuracy": 0.6,
+                    "headline": {
+                        "name": "critic F1",
+                        "value": 0.65,
+                        "low": 0.45,
+                        "high": 0.81,
+                        "n": 20,
+                    },
+                },
             },
         },
         {
@@ -144,11 +157,30 @@ def test_the_campaigns_pages_show_each_round_its_metric_and_links(
             ("1", "0.65"),
         ]
         assert "Critic F1 per round" in page.locator("#campaign-chart figcaption").inner_text()
+        # round 1's interval as a whisker; the baseline stored no interval
+        whiskers = page.locator("#campaign-chart g.interval")
+        assert [
+            (w.get_attribute("data-low"), w.get_attribute("data-high")) for w in whiskers.all()
+        ] == [("0.45", "0.81")]
+        curve = {
+            row.get_attribute("data-round"): row.locator("td").all_inner_texts()
+            for row in page.locator("#campaign-curve tbody tr").all()
+        }
+        assert page.locator("#campaign-curve thead th").all_text_contents()[:3] == [
+            "Round", "Critic F1", "95% CI",
+        ]  # fmt: skip
+        assert curve["0"] == ["baseline", "0.400", "—", "—", "—", "—", "—", "—"]
+        assert curve["1"] == [
+            "round 1", "0.650", "0.450–0.810", "20", "25", "80%",
+            "critic 0.320, sneaky -0.320", "critic —, sneaky skipped",
+        ]  # fmt: skip
+        assert curve["2"] == ["round 2", "—", "—", "—", "8", "100%", "—", "—"]
         assert field(page, 0, "eval").inner_text() == (
             "critic f1 0.4, error accuracy 0.5, correct accuracy 0.3"
         )
         assert field(page, 1, "games").inner_text() == (
-            "games 25, valid 20, critic wins 14, sneaky wins 6, invalid 3, unparsed 2"
+            "games 25, valid 20, critic wins 14, sneaky wins 6, invalid 3, unparsed 2, "
+            "critic reward 8, sneaky reward -8"
         )
         assert field(page, 1, "datasets").inner_text() == "critic 40 records, sneaky 12 records"
         trained = field(page, 1, "versions").inner_text()

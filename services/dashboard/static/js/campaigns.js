@@ -1,6 +1,7 @@
 // Self-play campaigns (GET /v1/campaigns): a table that follows them while they run, and one
-// campaign with its evaluation metric per round and each round's steps, games, datasets,
-// trained versions and game runs.
+// campaign with its learning curve (each round's headline metric with its interval, games,
+// valid share, rewards and training loss, charted and tabled) and each round's steps, games,
+// datasets, trained versions and game runs.
 
 import { api } from "./api.js";
 import { lineChart } from "./charts.js";
@@ -12,11 +13,14 @@ const POLL_ACTIVE_MS = 3000;
 const POLL_IDLE_MS = 10000;
 // A round plays many games; its page links the first few and says how many there are.
 const RUN_LINKS = 20;
-// The metric each kind is judged by (the papers' headline numbers).
+// The metric each kind is judged by when no round has been evaluated yet (each round's report
+// names its own: the papers' headline numbers).
 const EVAL_METRIC = {
-  spc: { key: "critic_f1", name: "Critic F1" },
-  rlad: { key: "solve_rate", name: "Solve rate" },
+  spc: { name: "step accuracy" },
+  rlad: { name: "solve rate" },
 };
+// The players whose mean game reward each kind reports.
+const REWARDS = { spc: ["critic", "sneaky"], rlad: ["abstraction"] };
 
 function campaignHref(campaign) {
   return `#/campaigns/${encodeURIComponent(campaign.id)}`;
@@ -216,16 +220,92 @@ function roundTable(round) {
   );
 }
 
+// --- the learning curve: each round's report (GET /v1/campaigns/{id}) ----------------------
+
+function headlineOf(round) {
+  const headline = (round.report || {}).headline;
+  return headline && typeof headline.value === "number" && Number.isFinite(headline.value) ? headline : null;
+}
+
+/** The metric's name: the rounds' own when they agree, else "metric" (each cell says). */
+function metricName(campaign) {
+  const names = new Set(campaign.rounds.map(headlineOf).filter(Boolean).map((hl) => hl.name));
+  if (names.size === 1) return [...names][0];
+  return names.size ? "metric" : (EVAL_METRIC[campaign.kind] || { name: "metric" }).name;
+}
+
+function capitalized(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function fixed(value, digits = 3) {
+  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "—";
+}
+
 function metricChart(campaign) {
-  const metric = EVAL_METRIC[campaign.kind];
-  if (!metric) return null;
+  const name = metricName(campaign);
   const points = campaign.rounds
-    .map((r) => ({ x: r.round, y: ((r.metrics || {}).eval || {})[metric.key] }))
-    .filter((p) => typeof p.y === "number" && Number.isFinite(p.y));
-  if (!points.length) return h("p", { class: "muted", id: "campaign-chart" }, `No ${metric.name.toLowerCase()} measured yet.`);
-  const chart = lineChart({ title: `${metric.name} per round`, points, xLabel: (x) => (x === 0 ? "base" : `r${x}`) });
+    .map((r) => [r.round, headlineOf(r)])
+    .filter(([, hl]) => hl)
+    .map(([x, hl]) => ({ x, y: hl.value, low: hl.low ?? undefined, high: hl.high ?? undefined }));
+  if (!points.length) return h("p", { class: "muted", id: "campaign-chart" }, `No ${name} measured yet.`);
+  const whiskers = points.some((p) => Number.isFinite(p.low) && Number.isFinite(p.high)) ? " (95% interval)" : "";
+  const chart = lineChart({ title: `${capitalized(name)} per round${whiskers}`, points, xLabel: (x) => (x === 0 ? "base" : `r${x}`) });
   chart.id = "campaign-chart";
   return chart;
+}
+
+function headlineCells(round, name) {
+  const hl = headlineOf(round);
+  if (!hl) return [muted(), muted(), muted()];
+  const value = name === "metric" ? `${hl.name} ${fixed(hl.value)}` : fixed(hl.value);
+  const interval = typeof hl.low === "number" && typeof hl.high === "number" ? `${fixed(hl.low)}–${fixed(hl.high)}` : muted();
+  return [value, interval, hl.n ? String(hl.n) : muted()];
+}
+
+function gamesCell(report) {
+  if (typeof report.games !== "number") return muted();
+  return report.failed_games ? [String(report.games), muted(` (+${report.failed_games} failed)`)] : String(report.games);
+}
+
+function lossesCell(report) {
+  const entries = [
+    ...Object.entries(report.losses || {}).map(([model, loss]) => [model, fixed(loss, 4)]),
+    ...Object.entries(report.skipped || {}).map(([model, why]) => [model, h("span", { class: "muted", title: why }, "skipped")]),
+  ];
+  if (!entries.length) return muted();
+  return entries.map(([model, value], i) => [i ? ", " : "", muted(model), " ", value]);
+}
+
+function rewardsCell(kind, report) {
+  const rewards = report.rewards || {};
+  const entries = (REWARDS[kind] || Object.keys(rewards)).filter((p) => typeof rewards[p] === "number").map((p) => [p, fixed(rewards[p])]);
+  if (kind === "rlad" && typeof report.improvement === "number") entries.push(["gain", fixed(report.improvement)]);
+  if (!entries.length) return muted();
+  return entries.map(([player, value], i) => [i ? ", " : "", muted(player), " ", value]);
+}
+
+/** One line per round: what the CLI's ``campaign report`` prints. */
+function curveTable(campaign) {
+  const name = metricName(campaign);
+  const rows = campaign.rounds.map((r) => {
+    const report = r.report || {};
+    const cells = [
+      roundName(r.round),
+      ...headlineCells(r, name),
+      gamesCell(report),
+      typeof report.valid_share === "number" ? `${Math.round(100 * report.valid_share)}%` : muted(),
+      rewardsCell(campaign.kind, report),
+      lossesCell(report),
+    ];
+    return h("tr", { dataset: { round: r.round } }, cells.map((cell, i) => h("td", { class: i >= 1 && i <= 5 ? "num" : null }, cell)));
+  });
+  const head = ["Round", capitalized(name), "95% CI", "n", "Games", "Valid", "Mean rewards", "Training loss"];
+  return h(
+    "div",
+    { class: "table-wrap curve-table" },
+    h("table", { class: "runs", id: "campaign-curve" }, h("thead", {}, h("tr", {}, head.map((c, i) => h("th", { scope: "col", class: i >= 1 && i <= 5 ? "num" : null }, c)))), h("tbody", {}, rows)),
+  );
 }
 
 export function campaignPage(root, id) {
@@ -259,7 +339,7 @@ export function campaignPage(root, id) {
       c.error ? h("p", { class: "error", id: "campaign-failure" }, c.error) : null,
       h("dl", { class: "facts", id: "campaign-fields" }, facts.map(([k, v]) => h("div", { class: "fact" }, h("dt", {}, k), h("dd", {}, v)))),
       h("div", { class: "charts" }, metricChart(c)),
-      c.rounds.length ? c.rounds.map(roundTable) : h("p", { class: "muted" }, "No round has started yet."),
+      c.rounds.length ? [curveTable(c), c.rounds.map(roundTable)] : h("p", { class: "muted" }, "No round has started yet."),
     );
   }
 

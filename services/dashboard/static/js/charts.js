@@ -13,6 +13,10 @@ function niceMax(value) {
   return 10 * step;
 }
 
+function hasInterval(p) {
+  return Number.isFinite(p.low) && Number.isFinite(p.high);
+}
+
 function label(text, max = 18) {
   const t = String(text);
   return t.length > max ? `${t.slice(0, max - 1)}…` : t;
@@ -95,8 +99,9 @@ export function laneTimeline({ title, lanes, items, width = 860 }) {
 }
 
 /**
- * A line over rounds: ``points`` of ``{x, y}`` (x an integer, y a fraction), each point a dot
- * with its value, so a short campaign still reads at a glance.
+ * A line over rounds: ``points`` of ``{x, y, low?, high?}`` (x an integer, y a fraction), each
+ * point a dot with its value, so a short campaign still reads at a glance; a point with
+ * ``low`` and ``high`` gets its interval as a whisker.
  */
 export function lineChart({ title, points, xLabel = (x) => String(x), format = (y) => y.toFixed(2), width = 420, height = 180 }) {
   const left = 36;
@@ -106,7 +111,7 @@ export function lineChart({ title, points, xLabel = (x) => String(x), format = (
   const xs = points.map((p) => p.x);
   const x0 = Math.min(...xs);
   const x1 = Math.max(x0 + 1, ...xs);
-  const yMax = Math.max(1, ...points.map((p) => p.y));
+  const yMax = Math.max(1, ...points.map((p) => (hasInterval(p) ? Math.max(p.y, p.high) : p.y)));
   const inset = 18; // keeps the first and last values clear of the axis labels
   const px = (x) => left + inset + ((width - left - right - 2 * inset) * (x - x0)) / (x1 - x0);
   const py = (y) => top + (height - top - bottom) * (1 - y / yMax);
@@ -123,11 +128,24 @@ export function lineChart({ title, points, xLabel = (x) => String(x), format = (
     const d = points.map((p, i) => `${i ? "L" : "M"}${px(p.x).toFixed(1)},${py(p.y).toFixed(1)}`).join(" ");
     svg.append(s("path", { d, fill: "none", stroke: "#4e79a7", "stroke-width": 2, class: "line" }));
   }
+  for (const p of points.filter(hasInterval)) {
+    const x = px(p.x);
+    const whisker = s("g", { class: "interval", "data-x": p.x, "data-low": p.low, "data-high": p.high });
+    whisker.append(
+      s("line", { x1: x, x2: x, y1: py(p.low), y2: py(p.high), stroke: "#4e79a7", "stroke-width": 1.5 }),
+      s("line", { x1: x - 5, x2: x + 5, y1: py(p.low), y2: py(p.low), stroke: "#4e79a7", "stroke-width": 1.5 }),
+      s("line", { x1: x - 5, x2: x + 5, y1: py(p.high), y2: py(p.high), stroke: "#4e79a7", "stroke-width": 1.5 }),
+    );
+    svg.append(whisker);
+  }
   for (const p of points) {
     const dot = s("circle", { cx: px(p.x), cy: py(p.y), r: 4, fill: "#4e79a7", class: "point", "data-x": p.x, "data-y": p.y });
-    dot.append(s("title", {}, `${xLabel(p.x)}: ${format(p.y)}`));
+    const interval = hasInterval(p) ? ` (${format(p.low)}–${format(p.high)})` : "";
+    dot.append(s("title", {}, `${xLabel(p.x)}: ${format(p.y)}${interval}`));
     svg.append(dot);
-    svg.append(s("text", { x: px(p.x), y: py(p.y) - 8, "text-anchor": "middle", class: "value-label" }, format(p.y)));
+    // beside the dot when a whisker runs through the space above it
+    const at = hasInterval(p) ? { x: px(p.x) + 8, y: py(p.y) + 4, "text-anchor": "start" } : { x: px(p.x), y: py(p.y) - 8, "text-anchor": "middle" };
+    svg.append(s("text", { ...at, class: "value-label" }, format(p.y)));
   }
   return h("figure", { class: "chart-box" }, h("figcaption", {}, title), svg);
 }
