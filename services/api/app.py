@@ -150,6 +150,9 @@ def create_app(settings: Settings | None = None, *, bind_host: str = "127.0.0.1"
         if settings.broker_url:
             executor = CeleryExecutor(settings.broker_url)
         else:
+            # this process is the worker: its clients are built before the first request,
+            # not at the first run's first call (off the loop: building blocks)
+            await asyncio.to_thread(models.warm)
             executor = InProcessExecutor(
                 store,
                 models,
