@@ -5,6 +5,10 @@ ProcessBench's critique template (the prompt SDV's verifier uses, :mod:`roles.sd
 answers with the index of the earliest wrong paragraph, or -1 when every step is right.
 With ``samples`` > 1 the judgments are voted, as ProcessBench's majority-voting variant does.
 The run's answer is that index as text; ``thinktank eval-critic`` scores it against labels.
+
+Sampled at a temperature above 0 with a ``seed``, judgment ``i`` draws with seed ``seed + i``:
+the samples of one prompt differ and repeat, which is the group FlexiVe's GRPO compares
+(``thinktank data export --kind verifier``). Greedy judgments (the default) are all alike.
 """
 
 from __future__ import annotations
@@ -48,6 +52,13 @@ class ProcessJudgeConfig(PatternConfig):
     temperature: float = Field(
         0.0, ge=0.0, le=2.0, description="sampling temperature (ProcessBench decodes greedily)"
     )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="judgment i samples with seed + i (distinct and repeatable); null: the "
+        "backend's own draw",
+    )
     reference_answer: str | None = Field(
         None,
         max_length=MAX_ANSWER_CHARS,
@@ -79,7 +90,9 @@ async def judge(state: ProcessJudgeState, runtime: Runtime[RunContext]) -> dict[
             messages,
             key=f"judge/{index}",
             node="judge",
-            params=params,
+            params=params.model_copy(
+                update={"seed": None if cfg.seed is None else cfg.seed + index}
+            ),
             parse=lambda text: roles.parse_check(text, len(cfg.steps)),
         )
         for index in range(cfg.samples)

@@ -6,6 +6,14 @@ names exactly the labelled step (-1 for a correct solution). Per subset, *error 
 the rate over erroneous solutions, *correct accuracy* the rate over correct ones, and F1 their
 harmonic mean; the papers report the mean F1 over subsets, which is here too. Unreadable
 judgments count as wrong. Runs, resume and storage are those of :mod:`training.evaluation`.
+
+With ``samples`` > 1 a run's answer is the judgments' majority, so the headline is greedy (one
+judgment at temperature 0, the default, as ProcessBench decodes) or the majority of K. The same
+runs are verifier training data (``thinktank data export --kind verifier``): every judgment is a
+stored turn, the judgments of one run a group. FlexiVe's GRPO samples 14 fast-mode judgments
+of one prompt at temperature 0.6; greedy judgments are all alike and give GRPO nothing to
+compare, so ``eval-critic --training-groups`` samples :data:`TRAINING_GROUP_SIZE` fast-mode
+judgments at :data:`TRAINING_TEMPERATURE` with distinct seeds (judgment i: seed + i).
 """
 
 from __future__ import annotations
@@ -39,6 +47,14 @@ from training.problems import GENERATOR_PREFIX, Problem, load_problems
 
 JUDGE_PATTERN = "process_judge"
 
+TRAINING_GROUP_SIZE = 8
+"""Judgments per solution of ``eval-critic --training-groups``: FlexiVe's GRPO groups are 14;
+8 costs a CPU little more than half as much, and a judgment the judge gets wrong one time in
+eight still shows up in about two groups in three (1 - (7/8)^8)."""
+
+TRAINING_TEMPERATURE = 0.6
+"""FlexiVe's sampling temperature for its GRPO groups (and its fast verifications)."""
+
 
 class CriticEvalConfig(BaseModel):
     """What ``thinktank eval-critic`` runs: which labelled solutions, judged how."""
@@ -51,10 +67,14 @@ class CriticEvalConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="first N labelled solutions")
     judge_model: str = Field("verifier", description="logical model name of the judge")
     mode: Literal["fast", "slow"] = Field("slow", description="critique, or answer at once")
-    samples: int = Field(1, ge=1, le=16, description="judgments voted per solution")
+    samples: int = Field(
+        1, ge=1, le=16, description="judgments per solution; the run's answer is their majority"
+    )
     max_tokens: int = Field(512, ge=1, le=MAX_CALL_TOKENS, description="budget of each judgment")
     options: dict[str, Any] = Field(
-        default_factory=dict, description="other process_judge fields (temperature, ...)"
+        default_factory=dict,
+        description="other process_judge fields (temperature, seed: judgment i samples with "
+        "seed + i, ...)",
     )
     name: str | None = Field(None, max_length=200, description="default: a hash of the settings")
     concurrency: int = Field(4, ge=1, le=256, description="runs executed at once")
@@ -75,6 +95,10 @@ class CriticEvalConfig(BaseModel):
             "max_tokens": self.max_tokens,
         }
         return validate_pattern_config(JUDGE_PATTERN, fields)
+
+    def temperature(self) -> float:
+        """The judges' sampling temperature (an option of process_judge; 0 unless set)."""
+        return float(self.judge_config(["a step"])["temperature"])
 
 
 class Judgment(BaseModel):
@@ -180,6 +204,8 @@ class CriticEvalResult(BaseModel):
     status: str
     judge_model: str
     mode: str
+    samples: int = Field(1, description="judgments per solution, their majority scored")
+    temperature: float = Field(0.0, description="the judgments' sampling temperature")
     report: CriticReport
     mean_tokens: float | None = Field(description="generated tokens per judged solution")
 
@@ -251,6 +277,8 @@ async def evaluate_critic(
         status=status,
         judge_model=config.judge_model,
         mode=config.mode,
+        samples=config.samples,
+        temperature=config.temperature(),
         report=score_processbench(judgments),
         mean_tokens=sum(i.completion_tokens for i in ended) / len(ended) if ended else None,
     )
@@ -289,8 +317,11 @@ def render_critic_table(result: CriticEvalResult) -> str:
         ).rstrip()
         for row in table
     ]
+    how = result.mode
+    if result.samples > 1 or result.temperature > 0:
+        how += f", majority of {result.samples} at temperature {result.temperature:g}"
     title = (
-        f"{result.name}: judge {result.judge_model} ({result.mode}) on {result.source}, "
+        f"{result.name}: judge {result.judge_model} ({how}) on {result.source}, "
         f"{result.report.overall.samples} labelled solutions"
     )
     footer = f"average F1 over subsets: {_percent(result.report.average_f1)}"

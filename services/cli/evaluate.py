@@ -175,8 +175,33 @@ def eval_critic(
         "gen:step-errors[?difficulty=D&n=N&seed=S&error_rate=R]",
     ),
     model: str = typer.Option("verifier", "--model", help="logical model name of the judge"),
-    mode: str = typer.Option("slow", "--mode", help="slow: critique each step; fast: at once"),
-    samples: int = typer.Option(1, "--samples", min=1, max=16, help="judgments voted per item"),
+    mode: str | None = typer.Option(
+        None, "--mode", help="slow: critique each step; fast: at once (default slow)"
+    ),
+    samples: int | None = typer.Option(
+        None,
+        "--samples",
+        min=1,
+        max=16,
+        help="judgments per item, their majority scored (default 1; 8 with --training-groups)",
+    ),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        min=0.0,
+        max=2.0,
+        help="the judgments' sampling temperature (default 0, greedy; 0.6 with --training-groups)",
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", min=0, help="judgment i samples with seed + i (default: the backend's)"
+    ),
+    training_groups: bool = typer.Option(
+        False,
+        "--training-groups",
+        help="verifier training data as FlexiVe's GRPO samples it: fast mode, 8 judgments per "
+        "item at temperature 0.6, seeds 0..7 (FlexiVe: 14); `data export --kind verifier` "
+        "then groups them",
+    ),
     max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="budget of each judgment"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="the first N solutions"),
     concurrency: int = typer.Option(4, "--concurrency", min=1, max=256, help="runs at once"),
@@ -197,6 +222,8 @@ def eval_critic(
     """Score a critic the ProcessBench way: earliest wrong step or -1; F1 per subset."""
     from training.critic_eval import (
         JUDGE_PATTERN,
+        TRAINING_GROUP_SIZE,
+        TRAINING_TEMPERATURE,
         CriticEvalConfig,
         evaluate_critic,
         render_critic_table,
@@ -207,15 +234,33 @@ def eval_critic(
     settings = Settings()
 
     async def main() -> None:
+        options = pattern_options([JUDGE_PATTERN], option or []).get(JUDGE_PATTERN, {})
+        judge_mode, judgments = mode or "slow", samples or 1
+        if temperature is not None:
+            options["temperature"] = temperature
+        if seed is not None:
+            options["seed"] = seed
+        if training_groups:
+            # FlexiVe trains the fast mode only, on groups of distinct samples of one prompt
+            if mode not in (None, "fast"):
+                raise CliError("--training-groups samples the fast mode (FlexiVe trains no other)")
+            judge_mode, judgments = "fast", samples or TRAINING_GROUP_SIZE
+            options.setdefault("temperature", TRAINING_TEMPERATURE)
+            options.setdefault("seed", 0)
+            if judgments < 2 or options["temperature"] == 0:
+                raise CliError(
+                    "--training-groups needs 2 or more samples at a temperature above 0: "
+                    "greedy or single judgments give a group nothing to compare"
+                )
         try:
             config = CriticEvalConfig(
                 source=source,
                 judge_model=model,
-                mode=mode,
-                samples=samples,
+                mode=judge_mode,
+                samples=judgments,
                 max_tokens=max_tokens,
                 limit=limit,
-                options=pattern_options([JUDGE_PATTERN], option or []).get(JUDGE_PATTERN, {}),
+                options=options,
                 name=name,
                 concurrency=concurrency,
             )

@@ -225,3 +225,63 @@ def test_eval_critic_takes_a_generator_on_the_command_line(tmp_path: Path) -> No
     assert lines[2].split()[:3] == ["step-errors-d2", "4", str(erroneous)]
     assert lines[2].split()[4:6] == [str(4 - erroneous), "0.0"]  # every correct one flagged
     assert lines[2].split()[3] == (f"{100 * hits / erroneous:.1f}" if erroneous else "-")
+
+
+async def test_sampled_judgments_draw_distinct_seeds_and_the_majority_is_scored(
+    store: Store, sqlite_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "processbench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+
+    def votes_1_twice(request: ModelRequest) -> str:
+        """Judges 0 and 2 blame paragraph 1, judge 1 finds nothing wrong."""
+        return "\\boxed{-1}" if request.tags["agent"] == "Judge 1" else "\\boxed{1}"
+
+    result, items = await evaluate_critic(
+        store,
+        ModelRouter.single(ScriptedBackend({"verifier": [votes_1_twice]})),
+        sqlite_url,
+        CriticEvalConfig(
+            source=str(path),
+            name="sampled",
+            mode="fast",
+            samples=3,
+            options={"temperature": 0.6, "seed": 7},
+        ),
+    )
+    assert render_critic_table(result).splitlines()[0] == (
+        f"sampled: judge verifier (fast, majority of 3 at temperature 0.6) on {path}, "
+        "4 labelled solutions"
+    )
+    assert [i.answer for i in items] == ["1"] * 4  # two votes of three
+    assert (result.samples, result.temperature) == (3, 0.6)
+    turns = await store.turns(items[0].run_id)
+    assert sorted((t.key, t.params["seed"], t.params["temperature"]) for t in turns) == [
+        ("judge/0", 7, 0.6),
+        ("judge/1", 8, 0.6),
+        ("judge/2", 9, 0.6),
+    ]
+
+
+def test_eval_critic_makes_flexive_training_groups_on_the_command_line(tmp_path: Path) -> None:
+    scripted = {"backend": "scripted", "replies": {"verifier": ["\\boxed{1}"]}}
+    env = {
+        **os.environ,
+        "THINKTANK_HOME": str(tmp_path),
+        "THINKTANK_MODELS__DEFAULT": json.dumps(scripted),
+        "COLUMNS": "200",
+    }
+    args = ["eval-critic", "--source", "gen:step-errors?n=2", "--training-groups"]
+    result = run_cli(env, *args, "--name", "groups", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "groups: judge verifier (fast, majority of 8 at temperature 0.6) on "
+        "gen:step-errors?n=2, 2 labelled solutions"
+    )
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (saved["summary"]["mode"], saved["summary"]["samples"]) == ("fast", 8)
+
+    refused = run_cli(env, *args, "--mode", "slow")
+    assert refused.returncode != 0 and "fast mode" in refused.stdout
+    greedy = run_cli(env, *args, "--temperature", "0")
+    assert greedy.returncode != 0 and "temperature above 0" in greedy.stdout
