@@ -142,7 +142,7 @@ class StepProbeResult(BaseModel):
         """The campaign's headline metric: the mean step accuracy with its interval."""
         o = self.overall
         return {
-            "name": "step_accuracy",
+            "name": "step accuracy",
             "value": o.mean,
             "low": o.mean_low,
             "high": o.mean_high,

@@ -135,11 +135,15 @@ async def start_campaign(
     services = get_services(request)
     key_id = caller_key_id(request)
     limit = await campaign_allowance(services, key_id)
-    for option in SERVER_PATH_OPTIONS:
-        if option in body.train:
-            raise HTTPException(
-                422, f"train.{option}: names a file on the server, which a client cannot set"
-            )
+    trainer_options = {"train": body.train} | {
+        f"train_roles.{model}": options for model, options in body.train_roles.items()
+    }
+    for where, options in trainer_options.items():
+        for option in SERVER_PATH_OPTIONS:
+            if option in options:
+                raise HTTPException(
+                    422, f"{where}.{option}: names a file on the server, which a client cannot set"
+                )
     fields = body.model_dump(exclude={"name"})
     fields["problems"] = server_source(body.problems, "problems")
     if body.eval_problems is not None:

@@ -45,6 +45,17 @@ def assignments(values: list[str], what: str) -> dict[str, Any]:
     return options
 
 
+def role_assignments(values: list[str]) -> dict[str, dict[str, Any]]:
+    """``MODEL:FIELD=VALUE`` options, by model."""
+    roles: dict[str, dict[str, Any]] = {}
+    for value in values:
+        model, sep, option = value.partition(":")
+        if not sep or not model.strip():
+            raise CliError(f"--train-role option {value!r} is not MODEL:FIELD=VALUE")
+        roles.setdefault(model.strip(), {}).update(assignments([option], "--train-role"))
+    return roles
+
+
 def config_error(exc: ValidationError) -> CliError:
     problems = []
     for error in exc.errors():
@@ -58,17 +69,32 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "–"
 
 
+def headline_score(headline: dict[str, Any]) -> str:
+    """A round's headline metric with its interval: ``step accuracy 0.625 [0.41, 0.81] n=24``."""
+    name = str(headline.get("name", "score")).replace("_", " ")
+    value, low, high = headline.get("value"), headline.get("low"), headline.get("high")
+    if not isinstance(value, int | float):
+        return f"{name} –"
+    interval = f" [{_number(low)}, {_number(high)}]" if low is not None else ""
+    return f"{name} {_number(value)}{interval} n={headline.get('n', 0)}"
+
+
 def round_headline(kind: str, row: CampaignRound) -> dict[str, str]:
     games = row.metrics.get("games", {})
     evaluation = row.metrics.get("eval", {})
+    headline = evaluation.get("headline")
     if kind == "spc":
         played = (
-            f"{games.get('games', 0)} games: critic {games.get('critic_wins', 0)}, sneaky "
-            f"{games.get('sneaky_wins', 0)}, invalid {games.get('invalid', 0)}"
+            f"{games.get('games', 0)} games ({games.get('valid', 0)} valid): critic "
+            f"{games.get('critic_wins', 0)}, sneaky {games.get('sneaky_wins', 0)}, invalid "
+            f"{games.get('invalid', 0)}"
             if games
             else ""
         )
-        score = f"critic F1 {_number(evaluation.get('critic_f1'))}" if evaluation else ""
+        scores = [headline_score(headline)] if headline else []
+        if "critic_f1" in evaluation or not headline:
+            scores.append(f"critic F1 {_number(evaluation.get('critic_f1'))}")
+        score = ", ".join(scores) if evaluation else ""
     else:
         played = (
             f"{games.get('games', 0)} games: reward {_number(games.get('mean_reward'))}, "
@@ -76,16 +102,24 @@ def round_headline(kind: str, row: CampaignRound) -> dict[str, str]:
             if games
             else ""
         )
-        score = f"solve rate {_number(evaluation.get('solve_rate'))}" if evaluation else ""
+        rate = f"solve rate {_number(evaluation.get('solve_rate'))}"
+        score = (headline_score(headline) if headline else rate) if evaluation else ""
     steps = " ".join(
         f"{name}{'✓' if entry.get('status') == 'done' else '…'}"
         for name, entry in row.steps.items()
     )
-    versions = ", ".join(row.versions.values())
-    skipped = [f"{m}: {e['skipped']}" for m, e in row.training_runs.items() if "skipped" in e]
-    if skipped:
-        versions = "; ".join([versions, *skipped]) if versions else "; ".join(skipped)
+    skipped = [m for m, e in row.training_runs.items() if "skipped" in e]
+    versions = ", ".join([*row.versions.values(), *(f"{m} not trained" for m in skipped)])
     return {"steps": steps, "games": played, "versions": versions, "score": score}
+
+
+def round_notes(row: CampaignRound) -> list[str]:
+    """What a round did not do, and why: a role it did not train on bad input."""
+    return [
+        f"round {row.round}: {model} not trained: {entry['skipped']}"
+        for model, entry in row.training_runs.items()
+        if "skipped" in entry
+    ]
 
 
 def print_campaign(campaign: Campaign, rounds: list[CampaignRound]) -> None:
@@ -118,6 +152,9 @@ def print_campaign(campaign: Campaign, rounds: list[CampaignRound]) -> None:
             when(row.finished_at),
         )
     console.print(table)
+    for row in rounds:
+        for note in round_notes(row):
+            console.print(escape(note), highlight=False)
 
 
 async def _show(store: Store, name: str) -> Campaign:
@@ -202,6 +239,17 @@ def campaign_start(
         list[str] | None,
         typer.Option("--train", "-t", help="trainer option FIELD=VALUE (repeatable)"),
     ] = None,
+    train_role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--train-role",
+            help="one trained model's trainer option MODEL:FIELD=VALUE, over --train's "
+            "(critic:learning_rate=1e-5; repeatable)",
+        ),
+    ] = None,
+    balance: bool = typer.Option(
+        True, help="spc: the games' critic is one version behind the sneaky generator's"
+    ),
     evaluation: Annotated[
         list[str] | None,
         typer.Option("--eval", "-e", help="evaluation option FIELD=VALUE (repeatable)"),
@@ -232,6 +280,8 @@ def campaign_start(
                     "base": base,
                     "game": assignments(game or [], "--game"),
                     "train": assignments(train or [], "--train"),
+                    "train_roles": role_assignments(train_role or []),
+                    "balance": balance,
                     "eval": assignments(evaluation or [], "--eval"),
                     "launcher": {"launcher": launcher},
                 }

@@ -83,6 +83,12 @@ OVERSIZED_CAMPAIGNS = [
     ({"train": {"max_length": HUGE}}, ("max_length", "131072")),
     ({"train": {"sft_data": "/etc/passwd"}}, ("train.sft_data", "on the server")),
     ({"train": {"eval_data": "/etc/passwd"}}, ("train.eval_data", "on the server")),
+    (
+        {"train_roles": {"critic": {"sft_data": "/etc/passwd"}}},
+        ("train_roles.critic.sft_data", "on the server"),
+    ),
+    ({"train_roles": {"sneaky": {"max_steps": 10_001}}}, ("max_steps", "at most 10000")),
+    ({"eval": {"probe_max_tokens": HUGE}}, ("probe_max_tokens", "131072")),
 ]
 
 

@@ -108,7 +108,7 @@ async def test_a_critic_that_checks_every_step_scores_full_marks_and_keeps_trans
     assert overall.mean_high == 1.0 and overall.mean_low < 1.0  # type: ignore[operator]
     assert (overall.unparsed, overall.reasked) == (0, 0)
     assert result.headline() == {
-        "name": "step_accuracy",
+        "name": "step accuracy",
         "value": 1.0,
         "low": overall.mean_low,
         "high": overall.mean_high,

@@ -23,6 +23,7 @@ from training import jobs
 from training.config import DEFAULT_BASE, RLConfig
 from training.critic_eval import CriticEvalConfig
 from training.games import FILLED_FROM_PROBLEM
+from training.step_probe_eval import StepProbeConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ MAX_TRAIN_STEPS = 10_000
 """Most optimizer steps one training of a campaign takes (``train.max_steps``)."""
 MAX_TRAIN_EPOCHS = 10.0
 """Most passes one training of a campaign makes over its round's data (``train.epochs``)."""
+PROBE_OPTIONS = {
+    "probe_max_tokens": "max_tokens",
+    "probe_correct_per_problem": "correct_per_problem",
+    "probe_reask": "reask",
+}
+"""SPC ``eval`` options of the step probes (:mod:`training.step_probe_eval`) -> its field."""
+SPC_EVAL_SWITCHES = frozenset({"processbench", *PROBE_OPTIONS})
+"""SPC ``eval`` options that are the campaign's, not the ProcessBench judge runs'."""
 
 
 class CampaignError(ValueError):
@@ -117,6 +126,16 @@ class CampaignConfig(BaseModel):
         default_factory=dict,
         description="RL trainer options for every training (max_steps, lora_r, batch_size...)",
     )
+    train_roles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="trainer options of one trained model, over train's: logical model name "
+        "(spc: critic, sneaky; rlad: abstraction, policy) -> options",
+    )
+    balance: bool = Field(
+        True,
+        description="spc: from round 2 on, the games' critic is one version behind the sneaky "
+        "generator's (the paper's balancing game: Sneaky-k plays Critic-(k-1)); rlad: unused",
+    )
     eval: dict[str, Any] = Field(
         default_factory=dict,
         description="options of the evaluation runs (max_tokens, mode, samples for spc; "
@@ -139,26 +158,38 @@ class CampaignConfig(BaseModel):
             )
         except ValidationError as exc:
             raise ValueError(f"game options: {explain(exc, flags=False)}") from None
-        filled = sorted(TRAIN_FILLED & self.train.keys())
-        if filled:
-            raise ValueError(f"train options {filled} are filled in by the campaign")
-        try:
-            rl = RLConfig.model_validate(
-                {**self.train, "data": "data.jsonl", "recipe": spec.recipe}
-            )
-        except ValidationError as exc:
-            raise ValueError(f"train options: {explain(exc, flags=False)}") from None
-        # every round trains: a campaign's trainings are bounded, whoever starts it
-        if rl.max_steps is not None and rl.max_steps > MAX_TRAIN_STEPS:
-            raise ValueError(
-                f"train options: max_steps must be at most {MAX_TRAIN_STEPS} in a campaign"
-            )
-        if rl.epochs > MAX_TRAIN_EPOCHS:
-            raise ValueError(
-                f"train options: epochs must be at most {MAX_TRAIN_EPOCHS:g} in a campaign"
-            )
+        self._train_options_are_valid("train options", self.train)
+        trained = sorted(set(self.trained_models().values()))
+        for model, options in self.train_roles.items():
+            if model not in trained:
+                raise ValueError(
+                    f"train_roles: {model!r} is not a model this campaign trains "
+                    f"({', '.join(trained)})"
+                )
+            self._train_options_are_valid(f"train_roles.{model}", options)
+            self._train_options_are_valid(f"train_roles.{model}", self.train_options(model))
         self._eval_options_are_valid()
         return self
+
+    def _train_options_are_valid(self, what: str, options: dict[str, Any]) -> None:
+        filled = sorted(TRAIN_FILLED & options.keys())
+        if filled:
+            raise ValueError(f"{what} {filled} are filled in by the campaign")
+        try:
+            rl = RLConfig.model_validate(
+                {**options, "data": "data.jsonl", "recipe": KINDS[self.kind].recipe}
+            )
+        except ValidationError as exc:
+            raise ValueError(f"{what}: {explain(exc, flags=False)}") from None
+        # every round trains: a campaign's trainings are bounded, whoever starts it
+        if rl.max_steps is not None and rl.max_steps > MAX_TRAIN_STEPS:
+            raise ValueError(f"{what}: max_steps must be at most {MAX_TRAIN_STEPS} in a campaign")
+        if rl.epochs > MAX_TRAIN_EPOCHS:
+            raise ValueError(f"{what}: epochs must be at most {MAX_TRAIN_EPOCHS:g} in a campaign")
+
+    def train_options(self, model: str) -> dict[str, Any]:
+        """The trainer options of ``model``'s trainings: ``train``, then its ``train_roles``."""
+        return {**self.train, **self.train_roles.get(model, {})}
 
     def _eval_options_are_valid(self) -> None:
         filled = sorted(EVAL_FILLED & self.eval.keys())
@@ -167,6 +198,7 @@ class CampaignConfig(BaseModel):
         try:
             if self.kind == "spc":
                 self.critic_eval_config(adapters={}).judge_config(["a step"])
+                self._probe_options_are_valid()
             else:
                 get_pattern("rlad").config_model.model_validate({**self.game, **self.eval})
         except ValidationError as exc:
@@ -174,14 +206,29 @@ class CampaignConfig(BaseModel):
         except ValueError as exc:  # process_judge's own options, explained by the evaluation
             raise ValueError(f"eval options: {exc}") from None
 
+    def _probe_options_are_valid(self) -> None:
+        if not isinstance(self.eval.get("processbench", True), bool):
+            raise ValueError("processbench: true or false")
+        try:
+            self.step_probe_config(adapter=None)
+        except ValidationError as exc:
+            # named as the campaign's option (probe_max_tokens), not the probe's field
+            fields = {field: option for option, field in PROBE_OPTIONS.items()}
+            reasons = [
+                f"{fields.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            ]
+            raise ValueError("; ".join(reasons)) from None
+
     def critic_eval_config(
         self, *, adapters: dict[str, str], name: str | None = None
     ) -> CriticEvalConfig:
         """How an SPC campaign's critic is evaluated: ``eval``'s settings of the evaluation
         itself, its other options the judge runs'."""
         fields = CriticEvalConfig.model_fields
-        settings = {k: v for k, v in self.eval.items() if k in fields}
-        options = {k: v for k, v in self.eval.items() if k not in fields}
+        own = {k: v for k, v in self.eval.items() if k not in SPC_EVAL_SWITCHES}
+        settings = {k: v for k, v in own.items() if k in fields}
+        options = {k: v for k, v in own.items() if k not in fields}
         return CriticEvalConfig(
             **{"mode": "fast", "max_tokens": 256, **settings},
             source=self.eval_source(),
@@ -189,6 +236,26 @@ class CampaignConfig(BaseModel):
             judge_model=self.trained_models()["spc-critic"],
             options={**options, "adapters": adapters},
             name=name,
+            concurrency=self.concurrency,
+        )
+
+    def processbench(self) -> bool:
+        """Whether an SPC round's evaluation runs ProcessBench beside the step probes."""
+        return bool(self.eval.get("processbench", True))
+
+    def step_probe_config(self, *, adapter: str | None) -> StepProbeConfig:
+        """How an SPC campaign's critic is probed step by step, in its own format; its budget
+        is the game's critic budget unless ``eval.probe_max_tokens`` says otherwise."""
+        game = get_pattern("spc_game").config_model.model_validate(
+            {**self.game, "reference_answer": "0"}
+        )
+        options = {PROBE_OPTIONS[k]: v for k, v in self.eval.items() if k in PROBE_OPTIONS}
+        return StepProbeConfig(
+            **{"max_tokens": game.critic_max_tokens, **options},
+            source=self.eval_source(),
+            limit=self.eval_limit,
+            critic_model=game.critic_model,
+            adapter=adapter,
             concurrency=self.concurrency,
         )
 

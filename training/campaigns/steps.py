@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agents.model import ModelError, ModelRequest, SamplingParams
@@ -35,6 +37,11 @@ from training.evaluation import EvalConfig, evaluate_patterns
 from training.export import ExportFilters, export_dataset
 from training.games import game_config
 from training.problems import Problem, load_problems
+from training.step_probe_eval import (
+    evaluate_step_probes,
+    read_step_probe_results,
+    write_step_probe_results,
+)
 
 
 def _round_problems(config: CampaignConfig, round_: int) -> list[Problem]:
@@ -52,11 +59,12 @@ async def _play(
     spec = KINDS[config.kind]
     fresh = await repo.get_campaign(env.store, campaign.id)
     run_ids: list[str] = []
+    adapters = await game_adapters(env.store, campaign.id, config, row.round, fresh.versions)
     # a file or generator of many problems takes seconds to read: not on the event loop
     problems = await asyncio.to_thread(_round_problems, config, row.round)
     for index, problem in enumerate(problems):
         options = game_config(
-            spec.pattern, problem, config.game, adapters=fresh.versions, round_=row.round
+            spec.pattern, problem, config.game, adapters=adapters, round_=row.round
         )
         run, _ = await create_run(
             env.store,
@@ -96,9 +104,32 @@ async def _play(
         )
     games = await _game_metrics(env.store, config, succeeded)
     games["failed_runs"] = len(run_ids) - len(succeeded)
-    await repo.update_round(
-        env.store, campaign.id, row.round, token, metrics={**row.metrics, "games": games}
-    )
+    metrics = {**row.metrics, "games": games, "played_with": adapters}
+    await repo.update_round(env.store, campaign.id, row.round, token, metrics=metrics)
+
+
+async def game_adapters(
+    store: Store, campaign_id: str, config: CampaignConfig, round_: int, current: dict[str, str]
+) -> dict[str, str]:
+    """The versions a round's games play with: the campaign's current ones, except that with
+    ``balance`` an SPC round's critic is the version it had a round earlier (the paper's
+    balancing game, Sneaky-k against Critic-(k-1): against its own round's critic the game
+    is too easy for the critic). Round 1 plays both at their start, round 2 the first
+    round's sneaky generator against the starting critic, round 3 the second round's
+    sneaky generator against the first round's critic."""
+    adapters = dict(current)
+    if config.kind != "spc" or not config.balance:
+        return adapters
+    critic = config.trained_models()["spc-critic"]
+    behind: str | None = None
+    for row in await repo.rounds_of(store, campaign_id):  # in round order: the newest wins
+        if row.round < round_ - 1 and critic in row.versions:
+            behind = row.versions[critic]
+    if behind is None:
+        adapters.pop(critic, None)
+    else:
+        adapters[critic] = behind
+    return adapters
 
 
 async def _game_metrics(store: Store, config: CampaignConfig, run_ids: list[str]) -> dict[str, Any]:
@@ -134,9 +165,53 @@ async def _export(
             "records": manifest.records,
             "sha256": manifest.data_sha256,
             "skipped": manifest.skipped,
+            "rewards": await asyncio.to_thread(reward_stats, out / "data.jsonl"),
         }
         env.say(f"round {row.round}: {kind} dataset, {manifest.records} records")
     await repo.update_round(env.store, campaign.id, row.round, token, datasets=datasets)
+
+
+def reward_stats(path: Path) -> dict[str, Any]:
+    """How the records' rewards spread: their count of distinct values, mean, min and max."""
+    rewards: list[float] = []
+    if path.is_file():
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    reward = json.loads(line).get("reward")
+                    if isinstance(reward, int | float):
+                        rewards.append(float(reward))
+    if not rewards:
+        return {"distinct": 0, "mean": None, "min": None, "max": None}
+    return {
+        "distinct": len(set(rewards)),
+        "mean": sum(rewards) / len(rewards),
+        "min": min(rewards),
+        "max": max(rewards),
+    }
+
+
+def untrainable(config: CampaignConfig, row: CampaignRound, dataset: dict[str, Any]) -> str | None:
+    """Why a round's dataset must not be trained on, or None. A round without one valid SPC
+    game taught neither side anything (every rewrite failed the validity check), and records
+    that all earn one reward give no signal: a group-relative advantage is 0 everywhere, and
+    SPC's raw +-1 would push every reply the same way whatever it said."""
+    games = row.metrics.get("games", {})
+    if config.kind == "spc" and games and not games.get("valid"):
+        return (
+            f"no valid game: none of the round's {games.get('games', 0)} games had a sneaky "
+            f"rewrite that passed the validity check ({games.get('invalid', 0)} invalid, "
+            f"{games.get('failed_runs', 0)} runs failed)"
+        )
+    if not dataset["records"]:
+        return "the round's games gave no training records"
+    rewards = dataset.get("rewards") or {}
+    if rewards.get("distinct") == 1:
+        return (
+            f"no signal: all {dataset['records']} records have one reward "
+            f"({rewards['min']:g}); nothing to tell better replies from worse"
+        )
+    return None
 
 
 _children: list[subprocess.Popen[bytes]] = []
@@ -157,12 +232,15 @@ async def _train(
     for model, dataset in row.datasets.items():
         if model in versions:
             continue
-        if not dataset["records"]:
-            trainings[model] = {"skipped": "the round's games gave no training records"}
+        reason = untrainable(config, row, dataset)
+        if reason is not None:
+            if trainings.get(model, {}).get("skipped") != reason:
+                env.say(f"round {row.round}: {model} not trained: {reason}")
+            trainings[model] = {"skipped": reason}
             continue
         rl = RLConfig.model_validate(
             {
-                **config.train,
+                **config.train_options(model),
                 "data": dataset["path"],
                 "base": fresh.versions.get(model, config.base),
                 "name": version_name(campaign, model, row.round),
@@ -291,27 +369,8 @@ async def _evaluate(
     fresh = await repo.get_campaign(env.store, campaign.id)
     adapters = dict(fresh.versions)
     name = f"campaign-{campaign.id}-r{row.round}"
-    progress = _eval_progress(env, row.round)
     if config.kind == "spc":
-        critic = config.trained_models()["spc-critic"]
-        result, _ = await evaluate_critic(
-            env.store,
-            env.models,
-            env.database_url,
-            config.critic_eval_config(adapters=adapters, name=name),
-            on_progress=progress,
-        )
-        report = result.report
-        metrics = {
-            "critic_f1": report.average_f1,
-            "error_accuracy": report.overall.error_accuracy,
-            "correct_accuracy": report.overall.correct_accuracy,
-            "judged": report.overall.samples,
-            "subsets": [s.model_dump() for s in report.subsets],
-            "mean_tokens": result.mean_tokens,
-            "evaluation": result.name,
-            "critic_version": adapters.get(critic),
-        }
+        metrics = await _evaluate_critic(env, campaign, config, row, adapters, name)
     else:
         summary, _ = await evaluate_patterns(
             env.store,
@@ -326,10 +385,17 @@ async def _evaluate(
                 name=name,
                 concurrency=config.concurrency,
             ),
-            on_progress=progress,
+            on_progress=_eval_progress(env, row.round),
         )
         pattern = summary.patterns[0]
         metrics = {
+            "headline": {
+                "name": "solve rate",
+                "value": pattern.accuracy,
+                "low": pattern.ci_low,
+                "high": pattern.ci_high,
+                "n": pattern.problems,
+            },
             "solve_rate": pattern.accuracy,
             "solved": pattern.correct,
             "problems": pattern.problems,
@@ -340,7 +406,56 @@ async def _evaluate(
     await repo.update_round(
         env.store, campaign.id, row.round, token, metrics={**row.metrics, "eval": metrics}
     )
-    env.say(f"round {row.round}: evaluated {_headline(config.kind, metrics)}")
+    env.say(f"round {row.round}: evaluated {headline_text(config.kind, metrics)}")
+
+
+async def _evaluate_critic(
+    env: CampaignEnv,
+    campaign: Campaign,
+    config: CampaignConfig,
+    row: CampaignRound,
+    adapters: dict[str, str],
+    name: str,
+) -> dict[str, Any]:
+    """The critic's step accuracy in its own format (the headline, as SPC reports it), and
+    ProcessBench's F1 through process_judge beside it unless ``eval.processbench`` is off."""
+    critic = config.trained_models()["spc-critic"]
+    probe_config = config.step_probe_config(adapter=adapters.get(critic))
+    path = campaign_dir(campaign.id) / f"round-{row.round}" / "step-probes.json"
+    # judged before (the step runs again after a crash): the verdicts are kept, not redone
+    probes = await asyncio.to_thread(read_step_probe_results, path, probe_config)
+    if probes is None:
+
+        def probed(done: int, total: int) -> None:
+            env.say(f"round {row.round}: step probes {done}/{total}")
+
+        probes = await evaluate_step_probes(env.models, probe_config, on_progress=probed)
+        await asyncio.to_thread(write_step_probe_results, probes, path)
+    metrics: dict[str, Any] = {
+        "headline": probes.headline(),
+        **probes.metrics(),
+        "step_probe_results": str(path),
+        "critic_version": adapters.get(critic),
+    }
+    if config.processbench():
+        result, _ = await evaluate_critic(
+            env.store,
+            env.models,
+            env.database_url,
+            config.critic_eval_config(adapters=adapters, name=name),
+            on_progress=_eval_progress(env, row.round),
+        )
+        report = result.report
+        metrics |= {
+            "critic_f1": report.average_f1,
+            "error_accuracy": report.overall.error_accuracy,
+            "correct_accuracy": report.overall.correct_accuracy,
+            "judged": report.overall.samples,
+            "subsets": [s.model_dump() for s in report.subsets],
+            "mean_tokens": result.mean_tokens,
+            "evaluation": result.name,
+        }
+    return metrics
 
 
 def _eval_progress(env: CampaignEnv, round_: int) -> Callable[[Any], None]:
@@ -351,10 +466,28 @@ def _eval_progress(env: CampaignEnv, round_: int) -> Callable[[Any], None]:
     return show
 
 
-def _headline(kind: str, metrics: dict[str, Any]) -> str:
+def _interval(headline: dict[str, Any]) -> str:
+    value, low, high = headline.get("value"), headline.get("low"), headline.get("high")
+    if value is None:
+        return f"{headline.get('name', 'score')} n/a"
+    text = f"{headline['name'].replace('_', ' ')} {value:.3f}"
+    if low is not None and high is not None:
+        text += f" [{low:.3f}, {high:.3f}]"
+    return f"{text} (n={headline.get('n', 0)})"
+
+
+def headline_text(kind: str, metrics: dict[str, Any]) -> str:
+    """A round's evaluation in one line: its headline with the interval (and, for an SPC
+    campaign, ProcessBench's F1 beside it). Rounds stored before headlines read as before."""
+    headline = metrics.get("headline")
     if kind == "spc":
         f1 = metrics.get("critic_f1")
-        return f"critic F1 {f1:.3f}" if f1 is not None else "critic F1 n/a"
+        f1_text = f"critic F1 {f1:.3f}" if f1 is not None else "critic F1 n/a"
+        if headline is None:
+            return f1_text
+        return _interval(headline) + (f", {f1_text}" if "critic_f1" in metrics else "")
+    if headline is not None:
+        return _interval(headline)
     rate = metrics.get("solve_rate")
     return f"solve rate {rate:.3f}" if rate is not None else "solve rate n/a"
 

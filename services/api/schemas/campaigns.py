@@ -30,6 +30,16 @@ class CampaignCreate(BaseModel):
     base: str = Field("smollm2", max_length=200)
     game: dict[str, Any] = Field(default_factory=dict, description="options of every game run")
     train: dict[str, Any] = Field(default_factory=dict, description="RL trainer options")
+    train_roles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="trainer options of one trained model (critic, sneaky; abstraction, "
+        "policy), over train's",
+    )
+    balance: bool = Field(
+        True,
+        description="spc: from round 2 on, the games' critic is one version behind the sneaky "
+        "generator's (the paper's balancing game)",
+    )
     eval: dict[str, Any] = Field(default_factory=dict, description="evaluation run options")
 
 
