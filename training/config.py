@@ -155,12 +155,20 @@ class RLConfig(TrainConfig):
     clip_high: float = Field(0.2, ge=0, description="ratio clipped above at 1 + clip_high")
     kl_coef: float = Field(0.04, ge=0, description="weight of the KL to the reference")
     entropy_coef: float = Field(0.0, ge=0, description="weight of the entropy bonus")
-    sft_coef: float = Field(0.0, ge=0, description="weight of the NLL on --sft-data")
-    sft_data: Path | None = Field(None, description="SFT examples mixed into every step (SPC)")
+    sft_coef: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the NLL on --sft-data (spc: 0.15; without --sft-data the term "
+        "is off and the training says so; 0 to mean it)",
+    )
+    sft_data: Path | None = Field(
+        None, description="SFT examples mixed into every step (SPC's round-0 set)"
+    )
     old_logprobs: OldLogprobs = Field(
         "auto",
-        description="denominator of the ratio: the sampler's (data), the policy's before "
-        "training (initial), the reference's; auto = data when every example has them",
+        description="denominator of the ratio: the sampler's (data), or the policy's the "
+        "training starts from, which is the reference (initial, reference: the same); auto = "
+        "data when every example has them",
     )
     learning_rate: float = Field(2e-5, gt=0, description="AdamW's peak learning rate")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="0: ratios must see one model")
@@ -177,3 +185,18 @@ class RLConfig(TrainConfig):
         if asked and asked != RECIPES[recipe]["sft_coef"] and not data.get("sft_data"):
             raise ValueError("sft_coef needs sft_data (the SFT examples to mix in)")
         return {**RECIPES[recipe], **data}
+
+    def missing_sft_data(self) -> str | None:
+        """Why the SFT term the settings weigh cannot be applied (no SFT data), or None.
+
+        Only a recipe's own coefficient gets here (any other needs ``sft_data``): ``spc``'s
+        0.15. The training then runs on the RL term alone and reports this sentence.
+        """
+        if self.sft_coef <= 0 or self.sft_data is not None:
+            return None
+        return (
+            f"the {self.recipe} recipe's {self.sft_coef:g} x NLL term on SFT data is off: no "
+            "--sft-data was given, so this trains on the RL term alone (SPC mixes its round-0 "
+            "SFT set into every step; `thinktank data warm-start spc` builds one; --sft-coef 0 "
+            "says that the RL term alone is meant)"
+        )

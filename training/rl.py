@@ -1,5 +1,5 @@
 """Policy-gradient training on game rewards: group-relative advantages, a clipped importance
-ratio, and a KL penalty to the frozen reference (the base model with the adapter switched off).
+ratio, and a KL penalty to a frozen reference: the policy the training starts from.
 
 The data are completions already played and scored (``RLExample`` records): SPC's games, RLAD's
 abstraction and solution rewards, or any sampled group with a reward per member. Training is
@@ -14,8 +14,20 @@ Per completion token t of example i, with advantage A_i:
 
 averaged over tokens of the batch (``aggregation="token"``, DAPO) or per sequence first
 (``"sequence"``, GRPO). ``old_t`` is the sampler's log-prob when the data carry it, else the
-policy's before training (computed once and cached, so every epoch compares with the policy
-that played), or the reference's (SPC's offline recipe).
+reference's (SPC's offline recipe; ``initial`` and ``reference`` name the same policy).
+
+The reference (``ref_t``, and ``old_t`` unless the data carry the sampler's) is the policy the
+training starts from: the base version's adapter when the base is a registered version with
+one (a campaign's later rounds), else the base model (a fresh LoRA adapter starts as the
+identity, so the two agree). Its log-probs are computed once, before the first step, and cached
+in the work dir, so every epoch and a resumed run compare with the same numbers. SPC's released
+code does this: its reference is the frozen round-0 SFT checkpoint, which is where its RL
+training starts. The base model with the adapter switched off would not be: once training
+starts from an adapter, the ratio against it starts away from 1, and SPC's 0.8-1.2 clip then
+removes the gradient of every example it pushes past the bound. Departure: SPC trains Critic-0
+straight into Critic-2 on both rounds' games against the round-0 reference; a campaign trains
+once per round, so each round's reference is that round's starting version (the trust region
+is per round). The final evaluation's ``_base`` numbers are of that starting policy too.
 
 Recipes (``--recipe``) set the algorithm's choices; any flag given explicitly wins:
 
@@ -23,7 +35,11 @@ Recipes (``--recipe``) set the algorithm's choices; any flag given explicitly wi
   per sequence, clip 0.2, KL 0.04 (DeepSeekMath's GRPO).
 - ``spc``: advantage = the raw +-1 game outcome, ratio of the mean token log-prob against the
   reference, clip 0.2, KL only logged (coefficient 0), plus 0.15 x NLL on SFT data
-  (``--sft-data``, SPC's round-0 SFT set).
+  (``--sft-data``, SPC's round-0 SFT set, e.g. from ``thinktank data warm-start spc``).
+  Without ``--sft-data`` the training still runs, on the RL term alone, and says so: a note on
+  stderr, in every progress update (``notes``) and in the result (``notes``, ``sft_coef`` 0.0).
+  It does not refuse, because a researcher may want the RL term alone and a campaign with no
+  warm-start set must still train; ``--sft-coef 0`` says so explicitly and silences the note.
 - ``rlad``: advantage (r - group mean) / group std, token-level ratio and loss (DAPO),
   clip 0.2 below / 0.5 above, KL 0.001, entropy bonus 0.001.
 
@@ -47,12 +63,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from training.config import AdvantageMode, RLConfig, TrainingError
+from training.config import AdvantageMode, RLConfig
 from training.datasets import DatasetError, RLExample, SFTExample, read_jsonl
 from training.loop import (
     Dist,
     Encoded,
     ProgressCallback,
+    ProgressLine,
     StepPlan,
     chat_ids,
     collate,
@@ -61,7 +78,6 @@ from training.loop import (
     init_distributed,
     load_base,
     masked_mean,
-    reference_mode,
     run_steps,
     save_adapter,
     split_holdout,
@@ -271,31 +287,25 @@ def _cached_logprobs(
     path: Path,
     model: nn.Module,
     items: list[RLItem],
+    extra: list[RLItem],
     config: RLConfig,
     pad_id: int,
     dist: Dist,
-    source: str,
 ) -> dict[str, list[torch.Tensor]]:
-    """Reference (and, when the ratio needs it, initial-policy) log-probs of every example,
-    computed before the first step and kept in the work dir: a resumed run must compare with
-    the policy as it was when training began, which its checkpoint no longer is."""
+    """The starting policy's log-probs of every example (``start``) and of the separate
+    evaluation set's (``eval_start``, when there is one), computed before the first step and
+    kept in the work dir.
+
+    The model is the starting policy here even in a resumed run (its checkpoint is loaded
+    later, by the loop), so a lost cache is recomputed to the same numbers; the cache saves that
+    forward pass and keeps every attempt on the very same reference.
+    """
     if path.is_file():
         return torch.load(path, weights_only=False)
-    has_checkpoint = (path.parent / "checkpoints").is_dir() and any(
-        (path.parent / "checkpoints").glob("step-*")
-    )
-    if has_checkpoint and source == "initial" and config.base_adapter is not None:
-        raise TrainingError(f"{path} is missing: cannot recover the initial policy's log-probs")
-    with reference_mode(model):
-        reference = completion_logprobs(model, items, pad_id, dist.device, config.batch_size)
-    cached = {"reference": reference}
-    if source == "initial":
-        # A fresh LoRA adapter starts as the identity (its B matrix is zero), so the initial
-        # policy is the reference; a continued adapter is not.
-        cached["initial"] = (
-            completion_logprobs(model, items, pad_id, dist.device, config.batch_size)
-            if config.base_adapter is not None
-            else reference
+    cached = {"start": completion_logprobs(model, items, pad_id, dist.device, config.batch_size)}
+    if extra:
+        cached["eval_start"] = completion_logprobs(
+            model, extra, pad_id, dist.device, config.batch_size
         )
     if dist.main:
         partial = path.with_name(path.name + ".partial")
@@ -354,28 +364,40 @@ def train_rl(
     groups = list(groups_of_ids([ex.group_id for ex in examples]).values())
     train_groups, held_groups = split_holdout(len(groups), config.eval_fraction, config.seed)
     train_idx = sorted(i for g in train_groups for i in groups[g])
+    separate_eval: list[RLItem] = []
     if config.eval_data is not None:
         train_idx = list(range(len(items)))
-        eval_items = [
+        separate_eval = [
             encode_rl(tokenizer, ex, config.max_length)
             for ex in read_jsonl(config.eval_data, RLExample)
         ]
         eval_split = "eval_data"
     else:
         held = sorted(i for g in held_groups for i in groups[g])
-        eval_items = [items[i] for i in (held or train_idx)]
+        eval_idx = held or train_idx
         eval_split = "held_out" if held else "train"
 
     peft_model = with_lora(model, config).to(dist.device)
+    if config.base_adapter is not None:
+        _set_lora_dropout(peft_model, config.lora_dropout)
     work_dir.mkdir(parents=True, exist_ok=True)
+    label = f"rl {config.name or ''}".strip()
+    notes = _notes(config)
+    if notes and dist.main:
+        for note in notes:
+            ProgressLine(label).note(f"note: {note}")
+    # "start" in the name: caches of the adapter-off reference are not read as this one
     cached = _cached_logprobs(
-        work_dir / "rl_logprobs.pt", peft_model, items, config, pad_id, dist, source
+        work_dir / "rl_start_logprobs.pt", peft_model, items, separate_eval, config, pad_id, dist
     )
-    reference = cached["reference"]
-    if source == "data":
-        old = [torch.tensor(item.data_logprobs) for item in items]
+    reference = cached["start"]
+    if separate_eval:
+        eval_items, eval_start = separate_eval, cached["eval_start"]
     else:
-        old = cached.get(source, reference)
+        eval_items = [items[i] for i in eval_idx]
+        eval_start = [reference[i] for i in eval_idx]
+    # "initial" and "reference" are one policy: the one the training starts from
+    old = [torch.tensor(item.data_logprobs) for item in items] if source == "data" else reference
     trained_model: nn.Module = peft_model
     if dist.world > 1:
         trained_model = nn.parallel.DistributedDataParallel(
@@ -412,7 +434,6 @@ def train_rl(
         stats["loss"] = float(loss.detach())
         return loss, stats
 
-    label = f"rl {config.name or ''}".strip()
     result = run_steps(
         model=trained_model,
         config=config,
@@ -421,12 +442,12 @@ def train_rl(
         work_dir=work_dir,
         dist=dist,
         label=label,
-        on_progress=on_progress,
+        on_progress=_with_notes(on_progress, notes),
         stop=stop,
     )
     if result.status == "interrupted" or not dist.main:
         return TrainResult(result.status, None, {}, base_name)
-    metrics = _evaluate(peft_model, eval_items, pad_id, dist, config)
+    metrics = _evaluate(peft_model, eval_items, eval_start, pad_id, dist, config)
     metrics.update(
         {
             "eval_split": eval_split,
@@ -435,6 +456,9 @@ def train_rl(
             "groups": len(groups),
             "data_mean_reward": round(sum(ex.reward for ex in examples) / len(examples), 6),
             "old_logprobs": source,
+            "reference": "start_adapter" if config.base_adapter is not None else "base",
+            "sft_coef": config.sft_coef if sft_items else 0.0,
+            "sft_examples": len(sft_items),
             "steps": result.step,
             "train_loss_last": round(result.last.get("loss", math.nan), 6),
             "seconds": round(result.seconds, 2),
@@ -442,17 +466,50 @@ def train_rl(
             "world_size": dist.world,
         }
     )
+    if notes:
+        metrics["notes"] = notes
     adapter = save_adapter(unwrap(trained_model), work_dir / "adapter")
     return TrainResult("completed", adapter, metrics, base_name)
 
 
+def _set_lora_dropout(model: nn.Module, p: float) -> None:
+    """A continued adapter comes with the dropout it was trained with (SFT's 0.05, from its
+    adapter_config.json); the ratio must compare the policy with itself, so RL trains it with
+    ``lora_dropout`` (0 by default) as it would a fresh one."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout) and ".lora_dropout." in f".{name}.":
+            module.p = p
+
+
+def _notes(config: RLConfig) -> list[str]:
+    """What a researcher must know about this training that the settings alone do not say."""
+    missing = config.missing_sft_data()
+    return [missing] if missing else []
+
+
+def _with_notes(on_progress: ProgressCallback | None, notes: list[str]) -> ProgressCallback | None:
+    """Every progress update carries the notes, so `train show` says them while it runs."""
+    if on_progress is None or not notes:
+        return on_progress
+    sink = on_progress
+
+    def report(update: dict[str, Any]) -> None:
+        sink({**update, "notes": notes})
+
+    return report
+
+
 def _evaluate(
-    model: nn.Module, items: list[RLItem], pad_id: int, dist: Dist, config: RLConfig
+    model: nn.Module,
+    items: list[RLItem],
+    ref: list[torch.Tensor],
+    pad_id: int,
+    dist: Dist,
+    config: RLConfig,
 ) -> dict[str, Any]:
-    """KL to the reference, and the expected reward of the trained and the base model."""
+    """KL to the reference, and the expected reward of the trained policy and of the policy
+    the training started from (``_base``: the starting adapter, or the base model)."""
     policy = completion_logprobs(model, items, pad_id, dist.device, config.batch_size)
-    with reference_mode(model):
-        ref = completion_logprobs(model, items, pad_id, dist.device, config.batch_size)
     kl_sum = sum(float(kl_k3(p, r).sum()) for p, r in zip(policy, ref, strict=True))
     tokens = sum(len(p) for p in policy)
     rewards = [item.reward for item in items]

@@ -153,6 +153,12 @@ def test_recipes_fill_settings_that_flags_do_not_give(tmp_path) -> None:
         0.15,
         "reference",
     )
+    # the recipe's SFT term needs SFT data: without it, the config says that it is off
+    note = spc.missing_sft_data()
+    assert note is not None and "0.15 x NLL term on SFT data is off" in note
+    assert "--sft-data" in note and "--sft-coef 0" in note
+    assert RLConfig(data=data, recipe="spc", sft_data=data).missing_sft_data() is None
+    assert RLConfig(data=data, recipe="spc", sft_coef=0).missing_sft_data() is None
     rlad = RLConfig(data=data, recipe="rlad", clip_high=0.28)
     assert (rlad.aggregation, rlad.kl_coef, rlad.clip_high) == ("token", 0.001, 0.28)
     assert RLConfig.model_validate(spc.model_dump()) == spc  # a stored config reloads as is

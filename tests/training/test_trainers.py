@@ -166,3 +166,76 @@ def test_an_rl_step_moves_probability_towards_the_reward(tmp_path: Path) -> None
     rewarded, punished = (float(a.sum() - b.sum()) for a, b in zip(after, before, strict=True))
     assert rewarded > 0, "the rewarded completion should have become likelier"
     assert punished < 0, "the unrewarded completion should have become less likely"
+
+
+PRIME_PROMPT = [{"role": "user", "content": "Is 7 a prime number? Answer yes or no."}]
+PRIME_ROWS = [
+    {"prompt": PRIME_PROMPT, "completion": "Yes, 7 is prime.", "reward": 1.0, "group_id": "q7"},
+    {"prompt": PRIME_PROMPT, "completion": "No, 7 is not prime.", "reward": -1.0, "group_id": "q7"},
+]
+
+
+def rl_config(data: Path, **overrides: Any) -> RLConfig:
+    settings: dict[str, Any] = {
+        "data": data,
+        "max_steps": 1,
+        "batch_size": 2,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "lora_r": 8,
+        "eval_fraction": 0.0,
+        "threads": 1,
+        **overrides,
+    }
+    return RLConfig(**settings)
+
+
+def test_an_spc_training_from_an_adapter_starts_at_ratio_one(
+    sft_run: TrainResult, sft_data: Path, tmp_path: Path
+) -> None:
+    """A later campaign round starts from the last round's adapter: the ratio compares with
+    that adapter, so it is 1 at the first step and the 0.8-1.2 clip removes nothing."""
+    assert sft_run.adapter is not None
+    data = write_lines(tmp_path / "rl.jsonl", PRIME_ROWS)
+    # against the base with the adapter switched off, the ratio would start past the clip
+    model, tokenizer = load_adapted("smollm2", sft_run.adapter, threads=1)
+    items = [encode_rl(tokenizer, RLExample.model_validate(row), 512) for row in PRIME_ROWS]
+    pad = tokenizer.pad_token_id
+    adapted = completion_logprobs(model, items, pad, torch.device("cpu"), 2)
+    with reference_mode(model):
+        bare = completion_logprobs(model, items, pad, torch.device("cpu"), 2)
+    off_ratios = [float(torch.exp(a.mean() - b.mean())) for a, b in zip(adapted, bare, strict=True)]
+    assert any(not 0.8 <= r <= 1.2 for r in off_ratios), off_ratios
+
+    seen: list[dict[str, Any]] = []
+    config = rl_config(data, recipe="spc", base_adapter=sft_run.adapter, sft_data=sft_data)
+    result = train_rl(config, tmp_path / "work", on_progress=seen.append)
+
+    assert result.status == "completed"
+    first = next(update for update in seen if update["step"] == 1)
+    assert first["ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert first["clip_frac"] == 0.0
+    assert "sft_nll" in first and "notes" not in first
+    metrics = result.metrics
+    assert metrics["reference"] == "start_adapter" and metrics["old_logprobs"] == "reference"
+    assert (metrics["sft_coef"], metrics["sft_examples"]) == (0.15, 3)
+    assert "notes" not in metrics
+    # the trained adapter moved away from the one it started from, towards the reward
+    assert metrics["eval_kl"] > 0
+    assert metrics["eval_expected_reward"] > metrics["eval_expected_reward_base"]
+
+
+def test_spc_without_sft_data_trains_on_the_rl_term_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_lines(tmp_path / "rl.jsonl", PRIME_ROWS)
+    seen: list[dict[str, Any]] = []
+    result = train_rl(rl_config(data, recipe="spc"), tmp_path / "work", on_progress=seen.append)
+
+    assert result.status == "completed"
+    note = result.metrics["notes"][0]
+    assert "0.15 x NLL term on SFT data is off" in note and "--sft-data" in note
+    assert (result.metrics["sft_coef"], result.metrics["sft_examples"]) == (0.0, 0)
+    assert seen and all(update["notes"] == [note] for update in seen)
+    assert "sft_nll" not in seen[-1]
+    assert f"note: {note}" in capsys.readouterr().err
