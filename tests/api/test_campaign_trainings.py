@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 from tests.api.conftest import free_port
+from tests.api.test_campaigns_api import REPLIES, game_problems
 from tests.graphs.test_spc_game import PROBLEM, SOLUTION
 from training.jobs.local import pid_alive
 
-# the sneaky generator never names an error type, so only it trains (on its -1 rewards)
-REPLIES = {"sneaky_generator": ["I will not."], "verifier": ["All fine. \\boxed{-1}"]}
+# the world of the API's campaign test: only the sneaky generator has a signal to train on
 CAMPAIGN = {
     "kind": "spc",
     "name": "tied",
@@ -31,7 +31,7 @@ CAMPAIGN = {
     "baseline": False,
     "problems": "apples.jsonl",
     "eval_problems": "labelled.jsonl",
-    "game": {"rollouts": 2},
+    "game": {"rollouts": 2, "step_index": 2},
     # far more steps than the test waits for: the training is still running when the server goes
     "train": {"max_steps": 10_000, "batch_size": 2, "lora_r": 4, "max_length": 256, "threads": 1},
 }
@@ -87,9 +87,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     home = tmp_path / "home"
     problems = home / "problems"
     problems.mkdir(parents=True)
-    rows = [
-        {"id": f"p{i}", "problem": PROBLEM, "answer": "10", "solution": SOLUTION} for i in range(3)
-    ]
+    rows = game_problems()
     (problems / "apples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     labelled = [{"id": "ok", "problem": PROBLEM, "steps": SOLUTION.split("\n\n"), "label": -1}]
     (problems / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labelled))

@@ -22,9 +22,30 @@ from tests.api.conftest import LiveServer
 from tests.conftest import run_cli
 from tests.graphs.test_spc_game import PROBLEM, SOLUTION
 
-# the sneaky generator never names an error type: every rewrite is invalid, so the critic has
-# nothing to learn from and only the sneaky generator trains (on its -1 rewards)
-REPLIES = {"sneaky_generator": ["I will not."], "verifier": ["All fine. \\boxed{-1}"]}
+# The sneaky generator always rewrites the last step to answer 12, and roll-outs add no answer
+# of their own. On the apples problem that rewrite is a real error (the original answers 10):
+# a valid game, whose critic (unscripted) gives no verdict, so the sneaky generator earns 0.
+# On the dozen problem the rewrite is the step itself, so the game is invalid (sneaky -1). The
+# critic's records all earn -1 (no signal, not trained); the sneaky generator's differ, so
+# only it trains.
+PLANTS_12 = (
+    "### Error Type: 2. Calculation error\n### Plan: make the answer 12.\n"
+    "### Incorrect Step: The answer is \\boxed{12}."
+)
+REPLIES = {
+    "sneaky_generator": [PLANTS_12],
+    "solver": ["That completes the solution."],
+    "verifier": ["All fine. \\boxed{-1}"],
+}
+DOZEN = "Tom has 3 boxes with 4 apples each. How many apples does he have?"
+DOZEN_SOLUTION = "3 * 4 = 12 apples.\n\nThe answer is \\boxed{12}."
+
+
+def game_problems() -> list[dict[str, str]]:
+    """The apples problem, then the dozen problem, then apples again."""
+    apples = {"problem": PROBLEM, "answer": "10", "solution": SOLUTION}
+    dozen = {"problem": DOZEN, "answer": "12", "solution": DOZEN_SOLUTION}
+    return [{"id": f"p{i}", **row} for i, row in enumerate((apples, dozen, apples))]
 
 
 @pytest.fixture
@@ -33,9 +54,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("THINKTANK_HOME", str(home))
     problems = home / "problems"
     problems.mkdir(parents=True)
-    rows = [
-        {"id": f"p{i}", "problem": PROBLEM, "answer": "10", "solution": SOLUTION} for i in range(3)
-    ]
+    rows = game_problems()
     (problems / "apples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     labelled = [
         {"id": "ok", "problem": PROBLEM, "steps": SOLUTION.split("\n\n"), "label": -1},
@@ -74,7 +93,7 @@ BODY = {
     "games_per_round": 2,
     "problems": "apples.jsonl",
     "eval_problems": "labelled.jsonl",
-    "game": {"rollouts": 2},
+    "game": {"rollouts": 2, "step_index": 2},
     "train": {"max_steps": 1, "batch_size": 2, "lora_r": 4, "max_length": 256, "threads": 1},
 }
 
@@ -98,8 +117,10 @@ def test_a_campaign_runs_in_the_background_and_its_rounds_can_be_read(client) ->
     assert len(played["run_ids"]) == 2
     for run_id in played["run_ids"]:
         assert client.get(f"/v1/runs/{run_id}").json()["pattern"] == "spc_game"
+    assert played["metrics"]["games"]["valid"] == 1
     assert played["training_runs"]["critic"] == {
-        "skipped": "the round's games gave no training records"
+        "skipped": "no signal: all 2 records have one reward (-1); nothing to tell better "
+        "replies from worse"
     }
     assert played["versions"] == {"sneaky": "api-apples-sneaky-r1"}
     assert ended["versions"] == {"sneaky": "api-apples-sneaky-r1"}

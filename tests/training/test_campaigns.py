@@ -368,8 +368,8 @@ async def test_a_round_without_a_valid_game_trains_nothing_and_says_so(
     assert (row.metrics["games"]["games"], row.metrics["games"]["valid"]) == (2, 0)
     assert row.datasets["sneaky"]["records"] == 2  # its -1s are there, but nothing to learn
     reason = (
-        "no valid game: none of the round's 2 games had a sneaky rewrite that passed the "
-        "validity check (2 invalid, 0 runs failed)"
+        "no valid game in the round's 2 game runs: 2 games played, 2 with an invalid sneaky "
+        "rewrite, 0 runs failed"
     )
     assert row.training_runs == {"critic": {"skipped": reason}, "sneaky": {"skipped": reason}}
     assert row.versions == {}

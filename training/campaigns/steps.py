@@ -199,9 +199,9 @@ def untrainable(config: CampaignConfig, row: CampaignRound, dataset: dict[str, A
     games = row.metrics.get("games", {})
     if config.kind == "spc" and games and not games.get("valid"):
         return (
-            f"no valid game: none of the round's {games.get('games', 0)} games had a sneaky "
-            f"rewrite that passed the validity check ({games.get('invalid', 0)} invalid, "
-            f"{games.get('failed_runs', 0)} runs failed)"
+            f"no valid game in the round's {len(row.run_ids)} game runs: "
+            f"{games.get('games', 0)} games played, {games.get('invalid', 0)} with an invalid "
+            f"sneaky rewrite, {games.get('failed_runs', 0)} runs failed"
         )
     if not dataset["records"]:
         return "the round's games gave no training records"
