@@ -5,18 +5,23 @@ baseline, unless switched off); then each round 1..R takes five steps:
 
 ``play``
     G games (``spc_game`` or ``rlad`` runs) on the round's problems, every logical model
-    answering with the campaign's current model version (a run's ``adapters``).
+    answering with the campaign's current model version (a run's ``adapters``); an SPC game's
+    critic is one version behind its sneaky generator (the balancing game, ``balance``).
 ``export``
     the round's games become one dataset per trained role (:mod:`training.export`).
 ``train``
-    one RL training per role that has data, continuing from the role's current version,
-    launched as a job of its own (:mod:`training.jobs`) and waited for.
+    one RL training per role that has data with a signal (a valid SPC game, more than one
+    reward), continuing from the role's current version with ``train`` and the role's
+    ``train_roles`` options, launched as a job of its own (:mod:`training.jobs`) and waited
+    for; a role not trained says why in the round's ``training_runs``.
 ``serve``
     each new version answers a probe through the backend that serves its role, which loads
     the adapter by name (hot-load, no restart); from then on the campaign plays with it.
 ``evaluate``
-    SPC: the critic's ProcessBench accuracy on held-out step-labelled solutions; RLAD: the
-    solve rate on held-out problems. Stored with the round's game statistics.
+    SPC: the critic's step accuracy on single-step probes of held-out step-labelled solutions,
+    in its own format (:mod:`training.step_probe_eval`), with ProcessBench's F1 beside it;
+    RLAD: the solve rate on held-out problems. Each with a ``headline`` (name, value, interval,
+    n), stored with the round's game statistics.
 
 Where a campaign is, and everything each round made, is in the store
 (:mod:`store.campaigns`), and every step is idempotent: games are runs with
