@@ -13,7 +13,8 @@ runs are verifier training data (``thinktank data export --kind verifier``): eve
 stored turn, the judgments of one run a group. FlexiVe's GRPO samples 14 fast-mode judgments
 of one prompt at temperature 0.6; greedy judgments are all alike and give GRPO nothing to
 compare, so ``eval-critic --training-groups`` samples :data:`TRAINING_GROUP_SIZE` fast-mode
-judgments at :data:`TRAINING_TEMPERATURE` with distinct seeds (judgment i: seed + i).
+judgments at :data:`TRAINING_TEMPERATURE` with distinct seeds (judgment i of solution j:
+seed + 16 j + i).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from training.problems import GENERATOR_PREFIX, Problem, load_problems
 
 JUDGE_PATTERN = "process_judge"
 
+MAX_JUDGMENTS = 16
+"""The most judgments per solution (process_judge's ``samples``)."""
+
 TRAINING_GROUP_SIZE = 8
 """Judgments per solution of ``eval-critic --training-groups``: FlexiVe's GRPO groups are 14;
 8 costs a CPU little more than half as much, and a judgment the judge gets wrong one time in
@@ -68,7 +72,10 @@ class CriticEvalConfig(BaseModel):
     judge_model: str = Field("verifier", description="logical model name of the judge")
     mode: Literal["fast", "slow"] = Field("slow", description="critique, or answer at once")
     samples: int = Field(
-        1, ge=1, le=16, description="judgments per solution; the run's answer is their majority"
+        1,
+        ge=1,
+        le=MAX_JUDGMENTS,
+        description="judgments per solution; the run's answer is their majority",
     )
     max_tokens: int = Field(512, ge=1, le=MAX_CALL_TOKENS, description="budget of each judgment")
     options: dict[str, Any] = Field(
@@ -85,7 +92,11 @@ class CriticEvalConfig(BaseModel):
     def evaluation_name(self) -> str:
         return self.name or default_name("critic", self.identity())
 
-    def judge_config(self, steps: list[str]) -> dict[str, Any]:
+    def judge_config(self, steps: list[str], index: int = 0) -> dict[str, Any]:
+        """The ``process_judge`` config of the ``index``-th solution. A ``seed`` option is
+        the first solution's: solution j's judgments draw seeds seed + 16 j + i, so no two
+        judgments of an evaluation share a seed (with one seed for all, similar prompts drew
+        the same samples)."""
         fields = {
             **self.options,
             "steps": steps,
@@ -94,6 +105,8 @@ class CriticEvalConfig(BaseModel):
             "samples": self.samples,
             "max_tokens": self.max_tokens,
         }
+        if isinstance(self.options.get("seed"), int):
+            fields["seed"] = self.options["seed"] + MAX_JUDGMENTS * index
         return validate_pattern_config(JUDGE_PATTERN, fields)
 
     def temperature(self) -> float:
@@ -242,8 +255,8 @@ async def evaluate_critic(
     # reading many problems takes seconds: not on the event loop an API may share
     problems = await asyncio.to_thread(labelled_problems, source, limit=config.limit)
     jobs = [
-        Job(problem=p, pattern=JUDGE_PATTERN, config=config.judge_config(p.solution_steps))
-        for p in problems
+        Job(problem=p, pattern=JUDGE_PATTERN, config=config.judge_config(p.solution_steps, index))
+        for index, p in enumerate(problems)
     ]
     name = config.evaluation_name()
     evaluation, items, status = await evaluate_jobs(

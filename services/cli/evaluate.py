@@ -193,14 +193,17 @@ def eval_critic(
         help="the judgments' sampling temperature (default 0, greedy; 0.6 with --training-groups)",
     ),
     seed: int | None = typer.Option(
-        None, "--seed", min=0, help="judgment i samples with seed + i (default: the backend's)"
+        None,
+        "--seed",
+        min=0,
+        help="judgment i of item j samples with seed + 16 j + i (default: the backend's draw)",
     ),
     training_groups: bool = typer.Option(
         False,
         "--training-groups",
         help="verifier training data as FlexiVe's GRPO samples it: fast mode, 8 judgments per "
-        "item at temperature 0.6, seeds 0..7 (FlexiVe: 14); `data export --kind verifier` "
-        "then groups them",
+        "item (FlexiVe: 14) at temperature 0.6, distinct seeds from 0; `data export --kind "
+        "verifier` then groups them",
     ),
     max_tokens: int = typer.Option(512, "--max-tokens", min=1, help="budget of each judgment"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="the first N solutions"),

@@ -261,6 +261,9 @@ async def test_sampled_judgments_draw_distinct_seeds_and_the_majority_is_scored(
         ("judge/1", 8, 0.6),
         ("judge/2", 9, 0.6),
     ]
+    # the next solution's judgments draw other seeds: no two judgments share one
+    seeds = [t.params["seed"] for i in items for t in await store.turns(i.run_id)]
+    assert sorted(seeds) == [7 + 16 * j + i for j in range(4) for i in range(3)]
 
 
 def test_eval_critic_makes_flexive_training_groups_on_the_command_line(tmp_path: Path) -> None:
