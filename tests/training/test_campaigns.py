@@ -430,3 +430,29 @@ async def test_a_dataset_whose_records_all_earn_one_reward_is_not_trained_on(
     out = show(cli_env, "one-reward")
     assert "round 1: critic not trained: no signal: all 4 records have one reward (1)" in out
     assert "step accuracy 1.000 [" in out and "critic F1 0.000" in out
+
+
+async def test_an_rlad_round_is_headed_by_its_solve_rate_with_an_interval(
+    store: Store, sqlite_url: str, tmp_path: Path, home: Path
+) -> None:
+    model = ScriptedBackend(
+        {
+            "abstraction_player": ["Count the boxes first, then take away what is eaten."],
+            "solution_player": ["3 * 4 - 2 = 10. \\boxed{10}"],
+        }
+    )
+    env = CampaignEnv(store, ModelRouter.single(model), sqlite_url)
+    problems = str(problems_file(tmp_path / "problems.jsonl", count=3))
+    config = CampaignConfig.model_validate(
+        {"kind": "rlad", "problems": problems, "eval_problems": problems, "eval_limit": 3}
+    )
+    campaign = await create_campaign(store, config, name="hints", driver="embedded")
+    assert campaign.driver_token is not None
+
+    assert await run_step(env, campaign.id, campaign.driver_token, 0, "evaluate") is True
+
+    evaluation = (await repo.get_round(store, campaign.id, 0)).metrics["eval"]
+    headline = evaluation["headline"]
+    assert (headline["name"], headline["value"], headline["n"]) == ("solve rate", 1.0, 3)
+    assert headline["high"] == 1.0 and 0.0 < headline["low"] < 1.0
+    assert evaluation["solve_rate"] == 1.0
