@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.table import Column, Table
 
 from agents.model_map import ModelRouter
+from services.cli.campaign_report import campaign_report
 from services.cli.common import CliError, console, escape, open_store, run_async, when
 from services.settings import Settings
 from store import campaigns as repo
@@ -27,6 +28,7 @@ campaign_app = typer.Typer(
     help="Self-play campaigns: play, train, serve and evaluate, round after round.",
     no_args_is_help=True,
 )
+campaign_app.command("report")(campaign_report)
 
 WATCH_EVERY_S = 2.0
 

@@ -270,7 +270,7 @@ def table_rows(report: CampaignReport) -> list[list[str]]:
                 "base" if r.round == 0 else str(r.round),
                 value,
                 _interval(h),
-                str(h.n) if h else "-",
+                str(h.n) if h and h.n else "-",
                 games,
                 "-" if r.valid_share is None else f"{100 * r.valid_share:.0f}%",
                 *[_fixed(r.rewards.get(p)) for p in players],
@@ -368,10 +368,12 @@ def write_curve_png(report: CampaignReport, path: Path) -> Path:
     if report.kind == "rlad":
         rewards["gain"] = [(r.round, r.improvement) for r in report.rounds]
     _small_panel(panels[1], "mean reward", rewards)
+    trained = any(r.losses for r in report.rounds)
     _small_panel(
         panels[2],
         "training loss (final step)",
         {m: [(r.round, r.losses.get(m)) for r in report.rounds] for m in loss_models(report)},
+        empty="none yet" if trained or not any(r.skipped for r in report.rounds) else "not trained",
     )
     for axes in [top, *panels]:
         axes.set_xticks(rounds, [_label(x) for x in rounds])
@@ -388,6 +390,7 @@ def _small_panel(
     title: str,
     series: dict[str, list[tuple[int, float | None]]],
     ylim: tuple[float, float] | None = None,
+    empty: str = "none yet",
 ) -> None:
     drawn = False
     for label, points in series.items():
@@ -397,7 +400,7 @@ def _small_panel(
         axes.plot([x for x, _ in known], [y for _, y in known], "o-", label=label, markersize=4)
         drawn = True
     if not drawn:
-        axes.text(0.5, 0.5, "none yet", ha="center", va="center", transform=axes.transAxes)
+        axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes)
     elif len(series) > 1:
         axes.legend(fontsize=7)
     if ylim is not None:
