@@ -91,13 +91,18 @@ class Workers:
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *, latency_s: float = 0.2) -> subprocess.Popen[bytes]:
+    def start(self, *, latency_s: float = 0.2, jitter_s: float = 0.0) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "THINKTANK_DATABASE_URL": self.database_url,
             "THINKTANK_BROKER_URL": self.broker,
             "THINKTANK_MODELS__DEFAULT": json.dumps(
-                {"backend": "scripted", "replies": TWO_ROUNDS, "latency_s": latency_s}
+                {
+                    "backend": "scripted",
+                    "replies": TWO_ROUNDS,
+                    "latency_s": latency_s,
+                    "latency_jitter_s": jitter_s,
+                }
             ),
             "THINKTANK_RUN_LEASE_S": "1.5",
             "THINKTANK_REAP_INTERVAL_S": "0.3",

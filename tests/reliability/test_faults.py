@@ -110,6 +110,41 @@ async def test_a_run_whose_worker_is_killed_finishes_on_another_with_every_turn_
     await executor.close()
 
 
+async def test_a_worker_killed_mid_fan_out_loses_no_sample_and_asks_none_twice(
+    pg_store: Store, workers: Workers, broker: str
+) -> None:
+    """Checkpoints are written when a run ends: a run killed while 8 samples are in flight
+    has none, and the next worker replays the samples stored before the kill."""
+    config = {"samples": 8, "early_stop": False}
+    first = workers.start(latency_s=0.3, jitter_s=2.0)
+    run_id = await submit_run(pg_store, "self_consistency", "What is 2+3?", config)
+    executor = CeleryExecutor(broker)
+    await executor.enqueue(run_id)
+
+    async def some_samples() -> bool:
+        return len(await turns_of(pg_store, run_id)) >= 2
+
+    await wait_until(some_samples, what="the first worker to store 2 samples")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    before = await turns_of(pg_store, run_id)
+    assert 2 <= len(before) < 8, "the run should have been killed mid-fan-out"
+
+    workers.start()
+
+    async def finished() -> bool:
+        return (await pg_store.get_run(run_id)).status in ("succeeded", "failed")
+
+    await wait_until(finished, timeout_s=90, what="the second worker to finish the run")
+    run = await pg_store.get_run(run_id)
+    assert (run.status, run.answer, run.error) == ("succeeded", "5", None), workers.logs()
+    after = await turns_of(pg_store, run_id)
+    assert after[: len(before)] == before
+    keys = [key for _, key, _ in after]
+    assert len(keys) == len(set(keys)) == 8  # every sample once
+    await executor.close()
+
+
 async def test_postgres_restarting_mid_run_delays_the_run_but_loses_nothing(
     postgres_url: str, pg_store: Store, tmp_path: Path
 ) -> None:
