@@ -336,7 +336,8 @@ def train_rl(
     """Train a LoRA adapter on scored completions; resumes from ``work_dir``'s checkpoints.
 
     The final evaluation (rank 0) reports, on held-out groups (else the training groups), the
-    KL to the reference and the expected reward of the trained and the base model.
+    KL to the reference and the expected reward of the trained policy and of the one the
+    training started from (``_base``). What the settings do not say is in ``notes``.
     """
     dist = dist or init_distributed(config.device)
     examples = read_jsonl(config.data, RLExample)
