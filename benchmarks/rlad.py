@@ -1,9 +1,9 @@
 """Wall time of an RLAD run with K=4 abstractions x M=4 solutions against a fixed latency.
 
-The 16 solution calls run at once, so a whole run is two dependent model calls deep (the
-abstraction call, then the solutions); the target is a run within 1.5x of two calls' latency,
-with durable checkpoints after every step and every turn, event and record stored as it
-happens. Against a scripted backend with a fixed latency per call, prints for each database and
+The 4 abstraction samples run at once, then the 16 solution calls at once, so a whole run is
+two dependent model calls deep (the abstractions, then the solutions); the target is a run
+within 1.5x of two calls' latency, with every turn, event and record stored as it happens.
+Against a scripted backend with a fixed latency per call, prints for each database and
 latency: the median of wall / (2 x latency), and the same with a reference answer (the
 baseline's 4 extra solutions in the same fan-out, and rewards scored and stored); beside it,
 how many calls overlapped (16, or 20 with the baseline, when the fan-out is fully parallel).
@@ -30,16 +30,13 @@ from store.db import create_engine, migrate
 from store.runs import Store
 
 K, M = 4, 4
-ABSTRACTIONS = "\n".join(
-    f"<abstraction>Hint {k}: split the product into easier products.</abstraction>"
-    for k in range(K)
-)
+ABSTRACTION = "<abstraction>Hint: split the product into easier products.</abstraction>"
 
 
 def scripted(latency_s: float) -> ScriptedBackend:
     return ScriptedBackend(
         {
-            "abstraction_player": [ABSTRACTIONS],
+            "abstraction_player": [ABSTRACTION],
             "solution_player": ["6 times 7 is 42, so \\boxed{42}"],
         },
         latency_s=latency_s,

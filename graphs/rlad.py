@@ -1,15 +1,20 @@
 """RLAD: abstractions first, then solutions conditioned on each (arXiv 2510.02263).
 
-propose (the abstraction player writes K abstractions; the leak filter drops any that give the
-answer away) -> solve (one ``Send`` per abstraction and sample: K x M solution-player calls at
-once, plus M with no abstraction as the baseline) -> vote (majority over every solution) ->
-verify (optional: the verifier picks among the distinct answers) -> score (with a reference
-answer, each solution's 0/1 reward, each abstraction's mean reward and its improvement over the
-baseline; every abstraction is stored as an ``RladAbstraction`` record, rewards or not).
+plan (K and M, given or split from a budget) -> propose (one ``Send`` per abstraction: the
+abstraction player is sampled K times at once on one single-abstraction prompt, each sample its
+own seed and its own stored turn, as the paper samples z ~ pi_abs(z|x)) -> leak_filter (drops
+any that give the answer away) -> solve (one ``Send`` per abstraction and sample: K x M
+solution-player calls at once, plus M with no abstraction as the baseline) -> vote (majority
+over every solution) -> verify (optional: the verifier picks among the distinct answers) ->
+score (with a reference answer, each solution's 0/1 reward, each abstraction's mean reward and
+its improvement over the baseline; every abstraction is stored as an ``RladAbstraction``
+record, rewards or not). Each abstraction is thus exactly one sampled turn, which the
+abstraction player's training data is made of (on-policy), not a piece of a longer reply.
 """
 
 from __future__ import annotations
 
+import hashlib
 import operator
 from typing import Annotated, Any, TypedDict
 
@@ -83,7 +88,16 @@ class RladConfig(PatternConfig):
         False, description="the verifier picks the final answer among the candidates"
     )
     abstraction_max_tokens: int = Field(
-        256, ge=8, le=MAX_CALL_TOKENS, description="budget of the abstraction call"
+        256, ge=8, le=MAX_CALL_TOKENS, description="budget of each abstraction sample"
+    )
+    # Its own knob, not the run's temperature: the K abstractions are independent samples of
+    # one prompt, so at temperature 0 they would be one abstraction K times.
+    abstraction_temperature: float = Field(
+        0.7,
+        gt=0.0,
+        le=2.0,
+        description="sampling temperature of the K abstraction samples (with top_p; 0.7 and "
+        "0.95 are what RLAD's abstraction sampling uses)",
     )
     solution_max_tokens: int = Field(
         256, ge=8, le=MAX_CALL_TOKENS, description="budget of each solution"
@@ -127,14 +141,22 @@ class RladConfig(PatternConfig):
 class RladState(TypedDict, total=False):
     problem: str
     plan: dict[str, Any]
-    abstractions: list[dict[str, Any]]
-    generator: dict[str, Any]
+    seed: int
+    abstractions: Annotated[list[dict[str, Any]], operator.add]
     baseline: bool
     solutions: Annotated[list[dict[str, Any]], operator.add]
     answer: str | None
     votes: int
     verify: bool
     stop_reason: Annotated[str | None, first_reason]
+
+
+class ProposePacket(TypedDict):
+    """The private input of one abstraction sample."""
+
+    problem: str
+    index: int
+    seed: int
 
 
 class SolvePacket(TypedDict):
@@ -146,8 +168,22 @@ class SolvePacket(TypedDict):
     sample: int
 
 
-ABSTRACTION_PLAYER = Agent("Abstraction player", "abstraction_player", "abstraction")
 VERIFIER = Agent("Verifier", "verifier", "verifier")
+
+
+def abstraction_player(index: int) -> Agent:
+    return Agent(f"Abstraction player (sample {index})", "abstraction_player", "abstraction")
+
+
+def abstraction_key(index: int) -> str:
+    """The key of abstraction ``index``'s turn and of its ``RladAbstraction`` record alike."""
+    return f"abstraction/{index}"
+
+
+def run_seed(run_id: str) -> int:
+    """The seed of a run's first abstraction sample (sample k uses it + k): fixed by the run,
+    so runs differ from one another and a rerun of the same run samples the same."""
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:7], 16)
 
 
 def solution_player(index: int | None, sample: int) -> Agent:
@@ -175,29 +211,75 @@ def _in_order(solutions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- nodes -------------------------------------------------------------------------------
 
 
-async def propose(state: RladState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+async def plan(state: RladState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx, cfg = runtime.context, runtime.context.config
-    plan = cfg.plan()
-    await ctx.recorder.emit(ctx.run_id, "decision", {"by": "split", **plan.model_dump()})
-    update: dict[str, Any] = {"plan": plan.model_dump(), "abstractions": [], "baseline": False}
+    split = cfg.plan()
+    await ctx.recorder.emit(ctx.run_id, "decision", {"by": "split", **split.model_dump()})
+    return {"plan": split.model_dump(), "seed": run_seed(ctx.run_id), "baseline": False}
+
+
+def fan_out_abstractions(state: RladState) -> list[Send]:
+    """One ``Send`` per abstraction sample: K calls of the same prompt at once."""
+    return [
+        Send("propose", ProposePacket(problem=state["problem"], index=k, seed=state["seed"] + k))
+        for k in range(state["plan"]["abstractions"])
+    ]
+
+
+async def propose(packet: ProposePacket, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx, cfg = runtime.context, runtime.context.config
+    index = packet["index"]
+    # Distinct seeds keep the K samples apart on every backend. (The transformers engine
+    # batches a seeded request only with its own seed, so there the K run one after another;
+    # llama.cpp, vLLM and OpenAI-compatible servers seed each request apart in one batch.)
+    params = SamplingParams(
+        max_tokens=cfg.abstraction_max_tokens,
+        temperature=cfg.abstraction_temperature,
+        top_p=cfg.top_p,
+        seed=packet["seed"],
+    )
     try:
         turn = await ask(
             ctx,
-            ABSTRACTION_PLAYER,
-            roles.abstraction_messages(state["problem"], plan.abstractions),
-            key="abstractions",
+            abstraction_player(index),
+            roles.abstraction_messages(packet["problem"]),
+            key=abstraction_key(index),
             node="propose",
-            params=_params(cfg, cfg.abstraction_max_tokens),
-            parse=lambda text: roles.parse_abstractions(text, plan.abstractions),
+            params=params,
+            parse=roles.parse_abstraction,
         )
     except BudgetExhausted:
-        return {**update, "stop_reason": "token_budget"}
-    abstractions = []
-    for index, text in enumerate(turn.parsed.abstractions):
-        leak = roles.check_leak(text, cfg.reference_answer)
-        abstractions.append(
-            {"index": index, "text": text, "leaked": leak.leaked, "leak_reason": leak.reason}
-        )
+        return {"stop_reason": "token_budget"}
+    text = turn.parsed.abstraction
+    # The whole visible reply is checked, not only the abstraction read from it: the reply is
+    # what the player is trained on, and an answer beside the abstraction must not earn reward.
+    leak = roles.check_leak(shared_text(turn.text), cfg.reference_answer) if text else None
+    return {
+        "abstractions": [
+            {
+                "index": index,
+                "text": text,
+                "leaked": leak is not None and leak.leaked,
+                "leak_reason": leak.reason if leak is not None else None,
+                "model": turn.record.model,
+                "adapter": turn.record.adapter,
+            }
+        ]
+    }
+
+
+def _proposed(state: RladState) -> list[dict[str, Any]]:
+    """The abstractions by sample index (not by which call finished first), unreadable
+    replies (no abstraction in them) left out."""
+    return sorted(
+        (a for a in state.get("abstractions", []) if a["text"] is not None),
+        key=lambda a: a["index"],
+    )
+
+
+async def leak_filter(state: RladState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx, cfg = runtime.context, runtime.context.config
+    abstractions = _proposed(state)
     kept = [a["index"] for a in abstractions if not a["leaked"]]
     # With nothing left to condition on, the bare problem still gets its M solutions, so the
     # run answers instead of ending empty.
@@ -214,24 +296,23 @@ async def propose(state: RladState, runtime: Runtime[RunContext]) -> dict[str, A
                 for a in abstractions
                 if a["leaked"]
             ],
+            "unreadable": sorted(
+                a["index"] for a in state.get("abstractions", []) if a["text"] is None
+            ),
             "baseline": baseline,
         },
     )
-    return {
-        **update,
-        "abstractions": abstractions,
-        "generator": {"model": turn.record.model, "adapter": turn.record.adapter},
-        "baseline": baseline,
-    }
+    return {"baseline": baseline}
 
 
-def fan_out_solutions(state: RladState) -> list[Send] | str:
-    """One ``Send`` per (abstraction, sample) and per baseline sample: all run at once."""
-    if state.get("stop_reason"):
-        return "vote"
+def fan_out_solutions(state: RladState) -> list[Send]:
+    """One ``Send`` per (abstraction, sample) and per baseline sample: all run at once.
+
+    An abstraction sample that found the budget spent leaves the others standing: they are
+    solved with whatever the budget has left, each solution reserving its own tokens."""
     samples = state["plan"]["solutions_per_abstraction"]
     branches: list[tuple[int | None, str | None]] = [
-        (a["index"], a["text"]) for a in state["abstractions"] if not a["leaked"]
+        (a["index"], a["text"]) for a in _proposed(state) if not a["leaked"]
     ]
     if state["baseline"]:
         branches.append((None, None))
@@ -371,15 +452,14 @@ async def score(state: RladState, runtime: Runtime[RunContext]) -> dict[str, Any
         return roles.abstraction_reward([s.reward or 0.0 for s in by_branch.get(branch, [])])
 
     baseline_reward = reward_of(None)
-    generator = state.get("generator", {})
     records = [
         roles.RladAbstraction(
-            key=f"abstraction/{a['index']}",
+            key=abstraction_key(a["index"]),
             problem=state["problem"],
             abstraction_index=a["index"],
             abstraction=a["text"],
-            generator_model=generator.get("model"),
-            generator_adapter=generator.get("adapter"),
+            generator_model=a["model"],
+            generator_adapter=a["adapter"],
             leaked=a["leaked"],
             leak_reason=a["leak_reason"],
             solutions=by_branch.get(a["index"], []),
@@ -388,7 +468,7 @@ async def score(state: RladState, runtime: Runtime[RunContext]) -> dict[str, Any
             baseline_reward=baseline_reward,
             improvement=roles.improvement(reward_of(a["index"]), baseline_reward),
         )
-        for a in state.get("abstractions", [])
+        for a in _proposed(state)
     ]
     if state.get("baseline"):
         records.append(
@@ -424,14 +504,18 @@ async def score(state: RladState, runtime: Runtime[RunContext]) -> dict[str, Any
 
 def build_graph() -> StateGraph:
     graph = StateGraph(RladState, context_schema=RunContext)
+    graph.add_node("plan", plan)
     graph.add_node("propose", propose)
+    graph.add_node("leak_filter", leak_filter)
     graph.add_node("solve", solve)
     graph.add_node("vote", vote)
     graph.add_node("verify", verify)
     graph.add_node("score", score)
 
-    graph.add_edge(START, "propose")
-    graph.add_conditional_edges("propose", fan_out_solutions, ["solve", "vote"])
+    graph.add_edge(START, "plan")
+    graph.add_conditional_edges("plan", fan_out_abstractions, ["propose"])
+    graph.add_edge("propose", "leak_filter")
+    graph.add_conditional_edges("leak_filter", fan_out_solutions, ["solve"])
     graph.add_edge("solve", "vote")
     graph.add_conditional_edges("vote", after_vote, ["verify", "score"])
     graph.add_edge("verify", "score")

@@ -2,7 +2,9 @@
 
 An *abstraction* is a short piece of knowledge that helps solve a problem without solving it:
 a procedure, a fact that applies, or a caution about a common mistake. The abstraction player
-writes K of them in one reply; :func:`parse_abstractions` splits that reply; a leak filter
+is sampled K times, independently, on one single-abstraction prompt (as the paper samples
+z ~ pi_abs(z|x)), so each abstraction is exactly what one sampled reply says
+(:func:`parse_abstraction`) and can be trained on that reply; a leak filter
 (:func:`check_leak`) drops any that give the answer away; the solution player then solves M
 times with each surviving abstraction (and, as the baseline, M times with none).
 
@@ -38,9 +40,8 @@ never states the final answer."""
 ABSTRACTION_INSTRUCTION = Template(
     """Problem: ${problem}
 
-Write ${count} different abstractions for this problem, each one to three sentences. Do not
-solve the problem and do not give its answer. Write each abstraction inside its own tags and
-write nothing else:
+Write one abstraction for this problem, one to three sentences. Do not solve the problem and
+do not give its answer. Write the abstraction inside these tags and write nothing else:
 <abstraction>...</abstraction>"""
 )
 
@@ -82,10 +83,9 @@ ${solution}"""
 )
 
 
-def abstraction_messages(problem: str, count: int) -> list[ChatMessage]:
-    return system_user(
-        ABSTRACTION_SYSTEM, ABSTRACTION_INSTRUCTION.substitute(problem=problem, count=count)
-    )
+def abstraction_messages(problem: str) -> list[ChatMessage]:
+    """The abstraction player's prompt, the same for each of its K samples."""
+    return system_user(ABSTRACTION_SYSTEM, ABSTRACTION_INSTRUCTION.substitute(problem=problem))
 
 
 def solution_messages(problem: str, abstraction: str | None) -> list[ChatMessage]:
@@ -123,59 +123,38 @@ def verifier_messages(
 # --- parsers -----------------------------------------------------------------------------
 
 
-class AbstractionList(Parsed):
-    abstractions: list[str] = Field(default_factory=list)
+class ParsedAbstraction(Parsed):
+    abstraction: str | None = Field(None, description="null when the reply holds none")
 
 
 _TAGGED = re.compile(
     r"<abstraction>(.*?)(?:</abstraction>|(?=<abstraction>)|\Z)", re.IGNORECASE | re.DOTALL
 )
-# "1.", "2)", "Abstraction 3:", "**Abstraction 4:**", "- 5." at the start of a line
-_NUMBERED = re.compile(
-    r"^[ \t]*(?:[-*][ \t]*)?(?:\*\*)?(?:abstraction[ \t]*)?\d+[ \t]*[.):](?:\*\*)?[ \t]*",
-    re.IGNORECASE | re.MULTILINE,
-)
 _TAG = re.compile(r"</?abstraction>", re.IGNORECASE)
 
 
-def _numbered_items(text: str) -> list[str]:
-    starts = list(_NUMBERED.finditer(text))
-    return [
-        text[match.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
-        for i, match in enumerate(starts)
-    ]
+def parse_abstraction(text: str) -> ParsedAbstraction:
+    """The one abstraction of a sampled reply.
 
-
-def parse_abstractions(text: str, count: int) -> AbstractionList:
-    """Split the abstraction player's reply into at most ``count`` abstractions.
-
-    Reads ``<abstraction>`` blocks, else a numbered list, else blank-line paragraphs (small
-    models rarely keep a format); empty and repeated items are dropped. Fewer than ``count``
-    abstractions, or no format at all, is a parse failure with the reason, never an exception.
+    Reads the first non-empty ``<abstraction>`` block; with no tags (small models rarely keep
+    a format) the whole visible reply is the abstraction. Extra blocks, no tags, or nothing at
+    all are parse failures with the reason, never an exception; the abstraction is null only
+    when the reply says nothing.
     """
     visible = shared_text(text)
-    items = _TAGGED.findall(visible)
-    how = "tags"
-    if not items:
-        items, how = _numbered_items(visible), "numbered list"
-    if not items:
-        items, how = re.split(r"\n[ \t]*\n", visible), "paragraphs"
-    found: list[str] = []
-    seen: set[str] = set()
-    for item in items:
-        cleaned = _TAG.sub("", item).strip()
-        fingerprint = " ".join(cleaned.lower().split())
-        if cleaned and fingerprint not in seen:
-            seen.add(fingerprint)
-            found.append(cleaned)
-    kept = found[:count]
-    errors = []
-    if how == "paragraphs" and kept:
-        errors.append("no <abstraction> tags or numbered list; read paragraphs")
-    if len(kept) < count:
-        errors.append(f"found {len(kept)} of {count} abstractions")
-    return AbstractionList(
-        abstractions=kept, parse_ok=not errors, parse_error="; ".join(errors) or None
+    blocks = [b for b in (_TAG.sub("", item).strip() for item in _TAGGED.findall(visible)) if b]
+    if blocks:
+        extra = len(blocks) - 1
+        return ParsedAbstraction(
+            abstraction=blocks[0],
+            parse_ok=not extra,
+            parse_error=f"{extra + 1} abstractions in one reply; kept the first" if extra else None,
+        )
+    whole = _TAG.sub("", visible).strip()
+    if not whole:
+        return ParsedAbstraction(parse_ok=False, parse_error="no abstraction in the reply")
+    return ParsedAbstraction(
+        abstraction=whole, parse_ok=False, parse_error="no <abstraction> tags; read the whole reply"
     )
 
 
@@ -348,15 +327,22 @@ class RladSolution(BaseModel):
 class RladAbstraction(Outcome):
     """One abstraction of a run with its solutions and rewards: data for both players.
 
-    The no-abstraction baseline branch is a record too (key ``baseline``, ``abstraction``
-    null), so the solution player's bare prompts and the base success rate are in the same
-    table.
+    An abstraction's key, ``abstraction/<index>``, is also the key of the abstraction
+    player's turn that sampled it, so the export trains on exactly that turn's prompt and
+    tokens. The no-abstraction baseline branch is a record too (key ``baseline``,
+    ``abstraction`` null), so the solution player's bare prompts and the base success rate are
+    in the same table.
     """
 
     kind: ClassVar[str] = "rlad_abstraction"
 
+    key: str = Field(
+        description="abstraction/<index>, the key of the turn that sampled it; or baseline"
+    )
     problem: str
-    abstraction_index: int | None = Field(description="position in the player's reply")
+    abstraction_index: int | None = Field(
+        description="which of the abstraction player's K samples wrote it"
+    )
     abstraction: str | None = Field(description="null for the no-abstraction baseline")
     generator_model: str | None = Field(None, description="model that wrote the abstraction")
     generator_adapter: str | None = None

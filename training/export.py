@@ -186,11 +186,20 @@ def spc_sneaky_records(
 
 
 def rlad_abstraction_records(
-    run_id: str, rows: Sequence[rlad_roles.RladAbstraction], skipped: dict[str, int]
+    run_id: str,
+    rows: Sequence[rlad_roles.RladAbstraction],
+    turns: Sequence[Turn],
+    skipped: dict[str, int],
 ) -> list[RLExample]:
-    """One example per abstraction, prompted for a single abstraction (the paper samples K
-    abstractions per problem and normalizes over them: the group is the run). The player wrote
-    all K in one reply, so the completion is the abstraction's text, not a sampled turn."""
+    """One example per abstraction: the prompt and the sampled tokens of the abstraction
+    player's own turn (the record's key is that turn's), so the player is trained on what it
+    was sampled from. The paper samples K abstractions per problem and normalizes over them:
+    the group is the run.
+
+    Runs recorded before the player was sampled once per abstraction wrote all K in one reply
+    (one turn, ``abstractions``): no turn sampled any single abstraction of theirs, so their
+    rows are skipped (``k_abstractions_in_one_reply``) rather than trained off-policy."""
+    by_key = _turns_by_key(turns)
     records: list[RLExample] = []
     for row in rows:
         if row.abstraction is None:
@@ -198,20 +207,24 @@ def rlad_abstraction_records(
         if row.reward is None:
             skipped["no_reward"] = skipped.get("no_reward", 0) + 1
             continue
+        turn = by_key.get(row.key)
+        if turn is None:
+            reason = (
+                "k_abstractions_in_one_reply"
+                if "abstractions" in by_key
+                else "abstraction_turn_missing"
+            )
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
         records.append(
-            RLExample(
-                prompt=rlad_roles.abstraction_messages(row.problem, 1),
-                completion=row.abstraction,
-                reward=row.reward,
-                group_id=run_id,
-                id=f"{run_id}/{row.key}",
-                meta={
-                    "run_id": run_id,
-                    "abstraction": row.key,
-                    "model": row.generator_model,
-                    "leaked": row.leaked,
-                    "improvement": row.improvement,
-                },
+            _rl(
+                _messages(turn),
+                turn,
+                row.reward,
+                run_id,
+                abstraction=row.key,
+                leaked=row.leaked,
+                improvement=row.improvement,
             )
         )
     return records
@@ -433,7 +446,7 @@ async def build_records(
             if not rows:
                 continue
             if kind == "rlad-abstraction":
-                made = rlad_abstraction_records(run.id, rows, skipped)
+                made = rlad_abstraction_records(run.id, rows, await store.turns(run.id), skipped)
             else:
                 made = rlad_solution_records(run.id, rows, await store.turns(run.id), skipped)
         if made:

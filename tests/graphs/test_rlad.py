@@ -1,8 +1,9 @@
 """RLAD, driven by a scripted backend (and once by the real local model): what a user sees.
 
-The scripted abstraction player answers with tagged abstractions; the scripted solution player
-reads which abstraction its prompt carries and answers from a per-abstraction list, so the
-rewards of each abstraction are known exactly whatever order the parallel calls run in.
+The scripted abstraction player's sample k answers with the k-th tagged abstraction; the
+scripted solution player reads which abstraction its prompt carries and answers from a
+per-abstraction list, so each abstraction and its rewards are known exactly whatever order the
+parallel calls run in.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from execution.runner import execute_run, submit_run
 from roles.rlad import (
     RladAbstraction,
     RladSolution,
+    abstraction_messages,
     check_leak,
-    parse_abstractions,
+    parse_abstraction,
     parse_verifier_choice,
     split_budget,
 )
@@ -43,8 +45,16 @@ PROCEDURE = "Write 6 times 7 as 6 times 5 plus 6 times 2."
 CAUTION = "Do not add the two numbers instead of multiplying them."
 
 
-def proposal(*abstractions: str) -> str:
-    return "\n".join(f"<abstraction>{a}</abstraction>" for a in abstractions)
+def proposal(*abstractions: str) -> Callable[[ModelRequest], str]:
+    """The abstraction player's K samples: sample k writes the k-th abstraction (the sample is
+    read from the agent's name, so the parallel calls may run in any order)."""
+
+    def reply(request: ModelRequest) -> str:
+        found = re.search(r"sample (\d+)", request.tags["agent"])
+        assert found, request.tags
+        return f"<abstraction>{abstractions[int(found.group(1))]}</abstraction>"
+
+    return reply
 
 
 def solver(answers: dict[str | None, list[str]]) -> Callable[[ModelRequest], str]:
@@ -90,7 +100,85 @@ async def test_k_abstractions_times_m_solutions_are_all_called_at_once(
         if turn.node == "solve":
             k = int(turn.key.split("/")[1])
             assert [FACT, PROCEDURE, CAUTION][k] in turn.messages[-1]["content"]
-    assert "3 different abstractions" in model.calls("abstraction_player")[0].messages[-1].content
+    # three samples of the one single-abstraction prompt
+    asked = [call.messages for call in model.calls("abstraction_player")]
+    assert asked == [abstraction_messages(PROBLEM)] * 3
+
+
+async def test_the_k_abstractions_are_k_seeded_samples_at_once_each_its_own_turn(
+    harness: RunHarness,
+) -> None:
+    abstraction_model = ScriptedBackend(
+        {"abstraction_player": [Slow(proposal(FACT, PROCEDURE, CAUTION), 0.1)]},
+        name="abstraction-model",
+    )
+    solution_model = ScriptedBackend({"solution_player": ["\\boxed{42}"]}, name="solution-model")
+    models = ModelRouter(overrides={"abstraction": abstraction_model, "policy": solution_model})
+
+    async def play() -> str:
+        # temperature 0: the solutions are greedy, the abstraction samples are not
+        run_id = await submit_run(
+            harness.store,
+            "rlad",
+            PROBLEM,
+            {"abstractions": 3, "solutions_per_abstraction": 1, "temperature": 0.0},
+        )
+        outcome = await execute_run(
+            run_id, store=harness.store, models=models, database_url=harness.database_url
+        )
+        assert outcome["status"] == "succeeded" and outcome["answer"] == "42"
+        return run_id
+
+    run_id = await play()
+
+    assert abstraction_model.max_in_flight == 3
+    turns = {t.key: t for t in await harness.store.turns(run_id) if t.node == "propose"}
+    assert sorted(turns) == ["abstraction/0", "abstraction/1", "abstraction/2"]
+    records = {r.key: r for r in await harness.store.outcomes(run_id, RladAbstraction)}
+    prompt = [m.model_dump() for m in abstraction_messages(PROBLEM)]
+    for k, text in enumerate([FACT, PROCEDURE, CAUTION]):
+        turn = turns[f"abstraction/{k}"]
+        assert turn.messages == prompt and turn.agent == f"Abstraction player (sample {k})"
+        assert turn.completion == f"<abstraction>{text}</abstraction>" and turn.parse_ok
+        assert (turn.params["temperature"], turn.params["top_p"]) == (0.7, 0.95)
+        # the record of the abstraction is keyed by the turn that sampled it
+        assert records[turn.key].abstraction == text
+        assert records[turn.key].generator_model == "abstraction-model"
+    seeds = [turns[f"abstraction/{k}"].params["seed"] for k in range(3)]
+    assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]
+    solved = [t for t in await harness.store.turns(run_id) if t.node == "solve"]
+    assert {t.params["temperature"] for t in solved} == {0.0}
+
+    again = await play()
+    other = [t.params["seed"] for t in await harness.store.turns(again) if t.node == "propose"]
+    assert not set(other) & set(seeds)
+
+
+async def test_a_sample_with_no_abstraction_in_it_is_left_out_and_said_so(
+    harness: RunHarness,
+) -> None:
+    model = ScriptedBackend(
+        {"abstraction_player": [proposal(FACT, "")], "solution_player": ["\\boxed{42}"]}
+    )
+    run_id, outcome = await harness.run(
+        model,
+        "rlad",
+        PROBLEM,
+        abstractions=2,
+        solutions_per_abstraction=2,
+        reference_answer="42",
+        baseline=False,
+    )
+
+    assert outcome["status"] == "succeeded" and outcome["answer"] == "42"
+    assert await solve_keys(harness, run_id) == ["solve/0/0", "solve/0/1"]
+    empty = next(t for t in await harness.store.turns(run_id) if t.key == "abstraction/1")
+    assert not empty.parse_ok and empty.parse_error == "no abstraction in the reply"
+    records = await harness.store.outcomes(run_id, RladAbstraction)
+    assert [(r.key, r.reward) for r in records] == [("abstraction/0", 1.0)]
+    leak_filter = harness.decisions("leak_filter")[0]
+    assert leak_filter["proposed"] == 1 and leak_filter["unreadable"] == [1]
+    assert leak_filter["kept"] == [0] and leak_filter["dropped"] == []
 
 
 async def test_an_abstraction_with_the_reference_answer_is_dropped_and_kept_on_record(
@@ -130,6 +218,20 @@ async def test_an_abstraction_with_the_reference_answer_is_dropped_and_kept_on_r
     leak_filter = harness.decisions("leak_filter")[0]
     assert leak_filter["kept"] == [0, 2]
     assert leak_filter["dropped"] == [{"index": 1, "reason": dropped.leak_reason}]
+
+
+async def test_an_answer_written_beside_the_abstraction_drops_it_too(harness: RunHarness) -> None:
+    # the reply, not only the abstraction read from it, is what the player is trained on
+    reply = f"<abstraction>{FACT}</abstraction>\nSo it is 42."
+    model = ScriptedBackend({"abstraction_player": [reply], "solution_player": ["\\boxed{42}"]})
+    run_id, _ = await harness.run(
+        model, "rlad", PROBLEM, abstractions=1, solutions_per_abstraction=1, reference_answer="42"
+    )
+
+    [record] = [r for r in await harness.store.outcomes(run_id, RladAbstraction) if r.abstraction]
+    assert record.abstraction == FACT and record.leaked and record.reward is None
+    assert record.leak_reason == "contains the reference answer '42'"
+    assert await solve_keys(harness, run_id) == []
 
 
 async def test_without_a_reference_an_abstraction_that_states_an_answer_is_dropped(
@@ -234,8 +336,8 @@ async def test_a_spent_token_budget_ends_the_fan_out_with_the_solutions_it_paid_
             "solution_player": [Slow("\\boxed{42}", 0.05)],
         }
     )
-    # The proposal costs 24 words; the 126 tokens left pay for 50 + 50 + 26 reserved at
-    # once (the calls are in flight together), not for a fourth call.
+    # The two abstraction samples cost 14 + 12 words; the 124 tokens left pay for 50 + 50 + 24
+    # reserved at once (the calls are in flight together), not for a fourth call.
     run_id, outcome = await harness.run(
         model,
         "rlad",
@@ -257,6 +359,41 @@ async def test_a_spent_token_budget_ends_the_fan_out_with_the_solutions_it_paid_
     records = await harness.store.outcomes(run_id, RladAbstraction)
     assert sorted(len(r.solutions) for r in records) == [1, 2]
     assert all(r.reward == 1.0 for r in records)
+
+
+async def test_a_budget_the_abstraction_samples_spend_ends_the_run_within_it(
+    harness: RunHarness,
+) -> None:
+    model = ScriptedBackend(
+        {"abstraction_player": [proposal(FACT, FACT)], "solution_player": ["\\boxed{42}"]}
+    )
+    # One sample reserves 16 tokens, the other finds 4 left, under a call's minimum of 8, and
+    # is never called; the first writes 14 words, and the 6 left pay for no solution.
+    run_id, outcome = await harness.run(
+        model,
+        "rlad",
+        PROBLEM,
+        abstractions=2,
+        solutions_per_abstraction=2,
+        abstraction_max_tokens=16,
+        token_budget=20,
+        reference_answer="42",
+        baseline=False,
+    )
+
+    assert outcome["status"] == "succeeded"
+    assert outcome["stop_reason"] == "token_budget" and outcome["answer"] is None
+    assert len(model.calls("abstraction_player")) == 1 and model.calls("solution_player") == []
+    [turn] = await harness.store.turns(run_id)
+    assert turn.node == "propose" and turn.completion_tokens == 14
+    assert (await harness.store.get_run(run_id)).completion_tokens == 14
+    [record] = await harness.store.outcomes(run_id, RladAbstraction)
+    assert (record.key, record.abstraction, record.solutions, record.reward) == (
+        turn.key,
+        FACT,
+        [],
+        None,
+    )
 
 
 def test_the_budget_split_buys_abstractions_before_solutions_at_large_budgets() -> None:
@@ -289,7 +426,7 @@ async def test_budget_mode_splits_the_total_and_records_the_split(harness: RunHa
     split = harness.decisions("split")[0]
     assert split["abstractions"] == 2 and split["solutions_per_abstraction"] == 4
     assert split["total_solutions"] == 8 and split["unused"] == 0
-    assert "2 different abstractions" in model.calls("abstraction_player")[0].messages[-1].content
+    assert len(model.calls("abstraction_player")) == 2
 
 
 async def test_a_total_with_an_explicit_split_is_refused_with_the_reason(
@@ -445,6 +582,60 @@ async def test_a_resumed_run_replays_the_solutions_it_already_made(harness: RunH
     assert [len(r.solutions) for r in records] == [2, 2]
 
 
+async def test_a_resumed_run_replays_the_abstraction_samples_it_already_made(
+    harness: RunHarness,
+) -> None:
+    # Whichever sample asks first is answered at once; the other hangs until the kill.
+    samples = proposal(FACT, PROCEDURE)
+    first = ScriptedBackend({"abstraction_player": [Slow(samples, 0.0), Slow(samples, 60.0)]})
+    run_id = await submit_run(
+        harness.store, "rlad", PROBLEM, {"abstractions": 2, "solutions_per_abstraction": 1}
+    )
+    killed = asyncio.create_task(
+        execute_run(
+            run_id,
+            store=harness.store,
+            models=ModelRouter.single(first),
+            database_url=harness.database_url,
+            owner="worker-a",
+            lease_s=0.3,
+        )
+    )
+
+    async def proposed() -> dict[str, str]:
+        turns = await harness.store.turns(run_id)
+        return {t.key: t.completion for t in turns if t.node == "propose" and t.error is None}
+
+    while not await proposed():
+        await asyncio.sleep(0.01)
+    killed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await killed
+    made = await proposed()
+    assert len(made) == 1
+    await asyncio.sleep(0.4)  # the dead worker's lease lapses
+
+    second = ScriptedBackend(
+        {"abstraction_player": [samples], "solution_player": ["second worker \\boxed{42}"]}
+    )
+    resumed = await execute_run(
+        run_id,
+        store=harness.store,
+        models=ModelRouter.single(second),
+        database_url=harness.database_url,
+        owner="worker-b",
+    )
+
+    assert resumed["status"] == "succeeded" and resumed["answer"] == "42"
+    assert len(second.calls("abstraction_player")) == 1
+    assert {key: (await proposed())[key] for key in made} == made
+    records = await harness.store.outcomes(run_id, RladAbstraction)
+    assert [(r.key, r.abstraction) for r in records] == [
+        ("abstraction/0", FACT),
+        ("abstraction/1", PROCEDURE),
+    ]
+
+
 async def test_the_records_table_matches_its_migration_on_both_databases(any_store: Store) -> None:
     def differences(connection: Connection) -> list[object]:
         context = MigrationContext.configure(connection)
@@ -482,26 +673,24 @@ async def test_the_records_table_matches_its_migration_on_both_databases(any_sto
 # --- the abstraction player's reply and the leak filter, read directly ---------------------
 
 
-def test_abstractions_are_read_from_tags_numbered_lists_or_paragraphs() -> None:
-    tagged = parse_abstractions("<think>hmm</think><abstraction>A</abstraction>\n<abstraction>B", 2)
-    assert tagged.abstractions == ["A", "B"] and tagged.parse_ok
+def test_an_abstraction_is_read_from_its_tags_or_else_the_whole_reply() -> None:
+    tagged = parse_abstraction("<think>hmm</think>Here: <abstraction> Factor first. </abstraction>")
+    assert tagged.abstraction == "Factor first." and tagged.parse_ok
 
-    numbered = parse_abstractions(
-        "Here you go:\n1. Factor first.\n2) Check the sign.\n**Abstraction 3:** Draw it.", 3
-    )
-    assert numbered.abstractions == ["Factor first.", "Check the sign.", "Draw it."]
+    two = parse_abstraction("<abstraction>A</abstraction>\n<abstraction>B")
+    assert two.abstraction == "A" and not two.parse_ok
+    assert two.parse_error == "2 abstractions in one reply; kept the first"
 
-    paragraphs = parse_abstractions("Factor first.\n\nCheck the sign.\n\nFactor first.", 4)
-    assert paragraphs.abstractions == ["Factor first.", "Check the sign."]
-    assert not paragraphs.parse_ok
-    assert paragraphs.parse_error == (
-        "no <abstraction> tags or numbered list; read paragraphs; found 2 of 4 abstractions"
-    )
+    untagged = parse_abstraction("Factor first.\n\nThen check the sign.")
+    assert untagged.abstraction == "Factor first.\n\nThen check the sign."
+    assert not untagged.parse_ok
+    assert untagged.parse_error == "no <abstraction> tags; read the whole reply"
 
-    assert parse_abstractions("<abstraction>A</abstraction>" * 5, 2).abstractions == ["A"]
-    for garbage in ("", "   ", "<abstraction></abstraction>", "1.\n2.", "\x00{}\\boxed{"):
-        parsed = parse_abstractions(garbage, 3)
-        assert not parsed.parse_ok and len(parsed.abstractions) <= 3
+    for empty in ("", "   ", "<abstraction></abstraction>", "<think>only thoughts</think>"):
+        parsed = parse_abstraction(empty)
+        assert parsed.abstraction is None and not parsed.parse_ok
+    # anything else is read, and the leak filter judges it
+    assert parse_abstraction("\x00{}\\boxed{").abstraction == "\x00{}\\boxed{"
 
 
 def test_the_leak_filter_reads_answers_not_prose_about_answers() -> None:
@@ -551,7 +740,9 @@ async def test_rlad_on_smollm2_stores_abstractions_solutions_and_rewards(
 
     assert outcome["status"] == "succeeded", outcome["error"]
     turns = await harness.store.turns(run_id)
-    assert turns[0].key == "abstractions" and turns[0].completion.strip()
+    proposed = [t for t in turns if t.node == "propose"]
+    assert sorted(t.key for t in proposed) == ["abstraction/0", "abstraction/1"]
+    assert all(t.completion.strip() for t in proposed)
     assert all(t.model == "smollm2-135m" for t in turns)
     records = {r.key: r for r in await harness.store.outcomes(run_id, RladAbstraction)}
     assert "baseline" in records and len(records["baseline"].solutions) == 1

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from agents.backends.scripted import ScriptedBackend
+from agents.calls import TurnRecord
 from agents.model import ModelRequest, ModelResponse
 from agents.model_map import ModelRouter
-from roles.rlad import abstraction_messages
+from execution.runner import submit_run
+from roles.rlad import RladAbstraction, abstraction_messages
 from roles.sdv import verifier_messages
 from roles.spc import critic_messages, sneaky_messages
 from tests.conftest import RunHarness, run_cli
@@ -84,13 +86,15 @@ async def test_an_invalid_rewrite_costs_the_sneaky_and_gives_the_critic_nothing(
 
 
 async def test_rlad_abstraction_and_solution_records(harness: RunHarness, tmp_path: Path) -> None:
-    model = ScriptedBackend(
-        {
-            "abstraction_player": [rlad.proposal(rlad.FACT, rlad.PROCEDURE)],
-            "solution_player": [
-                rlad.solver({rlad.FACT: ["42", "41"], rlad.PROCEDURE: ["42"], None: ["13"]})
-            ],
-        }
+    model = ReportsTokens(
+        ScriptedBackend(
+            {
+                "abstraction_player": [rlad.proposal(rlad.FACT, rlad.PROCEDURE)],
+                "solution_player": [
+                    rlad.solver({rlad.FACT: ["42", "41"], rlad.PROCEDURE: ["42"], None: ["13"]})
+                ],
+            }
+        )
     )
     run_id, _ = await harness.run(
         model,
@@ -107,11 +111,21 @@ async def test_rlad_abstraction_and_solution_records(harness: RunHarness, tmp_pa
     out = tmp_path / "abs"
     manifest = await export_dataset(harness.store, "rlad-abstraction", ExportFilters(), out)
     records = read_jsonl(out / "data.jsonl", RLExample)
+    tagged = "<abstraction>{}</abstraction>".format
     assert [(r.completion, r.reward, r.group_id) for r in records] == [
-        (rlad.FACT, 0.5, run_id),
-        (rlad.PROCEDURE, 1.0, run_id),
+        (tagged(rlad.FACT), 0.5, run_id),
+        (tagged(rlad.PROCEDURE), 1.0, run_id),
     ]
-    assert records[0].prompt == abstraction_messages(rlad.PROBLEM, 1)
+    # each abstraction is trained on exactly the prompt and tokens of the sample that wrote it
+    turns = {turn.key: turn for turn in await harness.store.turns(run_id)}
+    for record, key in zip(records, ["abstraction/0", "abstraction/1"], strict=True):
+        turn = turns[key]
+        assert record.prompt == abstraction_messages(rlad.PROBLEM)
+        assert [m.model_dump() for m in record.prompt] == turn.messages
+        assert record.completion_token_ids == turn.completion_token_ids
+        assert record.old_logprobs == turn.completion_logprobs
+        assert record.completion_token_ids and not record.truncated
+        assert record.id == f"{run_id}/{key}" and record.meta["turn"] == key
     assert manifest.skipped == {"no_reward": 2} and manifest.source_runs == [run_id]
 
     out = tmp_path / "sol"
@@ -129,6 +143,48 @@ async def test_rlad_abstraction_and_solution_records(harness: RunHarness, tmp_pa
     ]
     assert manifest.skipped == {"no_reward": 4}  # the unreferenced run: 2 x 2, no baseline
     assert all(r.prompt[-1].role == "user" for r in records)
+
+
+async def test_rlad_abstractions_written_k_in_one_reply_are_skipped_not_trained_off_policy(
+    harness: RunHarness, tmp_path: Path
+) -> None:
+    """A run stored before the abstraction player was sampled once per abstraction: one turn
+    wrote all K, so no sampled turn is any one abstraction's."""
+    run_id = await submit_run(harness.store, "rlad", rlad.PROBLEM, {"reference_answer": "42"})
+    await harness.store.record_turn(
+        TurnRecord(
+            run_id=run_id,
+            key="abstractions",
+            node="propose",
+            agent="Abstraction player",
+            role="abstraction_player",
+            model="m",
+            messages=abstraction_messages(rlad.PROBLEM),
+            completion="\n".join(
+                f"<abstraction>{a}</abstraction>" for a in (rlad.FACT, rlad.PROCEDURE)
+            ),
+            finish_reason="stop",
+        )
+    )
+    for index, text in enumerate([rlad.FACT, rlad.PROCEDURE]):
+        await harness.store.record_outcome(
+            run_id,
+            RladAbstraction(
+                key=f"abstraction/{index}",
+                problem=rlad.PROBLEM,
+                abstraction_index=index,
+                abstraction=text,
+                reference_answer="42",
+                reward=0.5,
+            ),
+        )
+
+    await harness.store.finish_run(run_id, status="succeeded", answer="42")
+
+    out = tmp_path / "abs"
+    manifest = await export_dataset(harness.store, "rlad-abstraction", ExportFilters(), out)
+    assert manifest.records == 0 and (out / "data.jsonl").read_text() == ""
+    assert manifest.skipped == {"k_abstractions_in_one_reply": 2}
 
 
 async def test_m1_sft_turns_as_chats_and_only_correct(harness: RunHarness, tmp_path: Path) -> None:
