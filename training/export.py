@@ -6,14 +6,22 @@ the store, writes ``data.jsonl`` (and ``data.parquet`` when pyarrow is installed
 ``manifest.json`` that says where every record came from.
 
 ``verifier`` records are the judgments of ``process_judge`` runs that a critic evaluation
-(``thinktank eval-critic``) made, so each has its solution's ProcessBench label. SDV's verifier
-decisions are not exported: they judge the solver's own steps, which nobody labelled (a right
-final answer does not make every step right), so their reward would be a guess.
+(``thinktank eval-critic``) made, so each has its solution's ProcessBench label. FlexiVe trains
+the fast mode only, so slow-mode judgments are skipped (``slow_mode``); a run's judgments are
+one group, which has something to compare only when they were sampled (``eval-critic
+--training-groups``). SDV's verifier decisions are not exported: they judge the solver's own
+steps, which nobody labelled (a right final answer does not make every step right), so their
+reward would be a guess.
+
+For every RL kind the manifest counts the groups and those without signal: a group whose
+rewards are all equal (a group of one included) and that carries no fixed nonzero advantage
+gets advantage 0 from a group-relative trainer, so it trains nothing but the KL term. Its
+records are still written, as RLAD's bare prompts are (their advantage is 0 on purpose); the
+count says how much of the data teaches nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,16 +59,25 @@ class ExportError(ValueError):
     """An export that cannot be made (bad kind, unwritable directory)."""
 
 
+M500_ROLES: tuple[str, ...] = ("recruiter", "solver", "critic", "evaluator")
+"""The roles whose messages M500 keeps (``expert_recruiter_messages``, ``problem_solver_messages``,
+``critic_messages``, ``evaluator_messages``); the CEO is not among them."""
+
+
 class ExportFilters(BaseModel):
     pattern: str | None = None
     since: datetime | None = Field(None, description="runs created at or after this time")
-    only_correct: bool = False
+    # M500 kept a trace only if the discussion reached consensus, its format was right and its
+    # answer correct; all three are defaults, each with its opt-out.
+    only_correct: bool = Field(
+        True,
+        description="m1-sft: only runs whose answer matches their reference answer (a run "
+        "without one is skipped)",
+    )
     limit: int | None = Field(None, ge=1, description="most source runs, newest first")
     run_ids: list[str] | None = Field(
         None, description="only these runs (a campaign round's games)"
     )
-    # M500 kept a trace only if the discussion reached consensus, its format was right and its
-    # answer correct; correctness needs a reference answer, so only the first two are defaults.
     require_consensus: bool = Field(
         True, description="m1-sft: only discussions whose critics all agreed with the last solution"
     )
@@ -68,6 +85,11 @@ class ExportFilters(BaseModel):
         True,
         description="m1-sft: only turns in their role's format (parsed; a solver's answer in "
         "\\boxed{})",
+    )
+    include_ceo: bool = Field(
+        False,
+        description="m1-sft: also the CEO's turns (M500 has the recruiter's, solver's, critics' "
+        "and evaluator's only)",
     )
 
 
@@ -78,6 +100,13 @@ class Manifest(BaseModel):
     source_runs: list[str]
     records: int
     skipped: dict[str, int] = Field(default_factory=dict)
+    groups: int | None = Field(None, description="RL kinds: the records' distinct group ids")
+    no_signal_groups: int | None = Field(
+        None,
+        description="RL kinds: groups whose rewards are all equal (one record included) and "
+        "that carry no fixed nonzero advantage: a group-relative advantage is 0 for each of "
+        "their records",
+    )
     data_sha256: str
     files: list[str]
 
@@ -279,13 +308,21 @@ def reached_consensus(turns: Sequence[Turn], critics_checks: Sequence[dict[str, 
 
 
 def m1_sft_records(
-    run: Run, turns: Sequence[Turn], skipped: dict[str, int], *, require_format: bool = False
+    run: Run,
+    turns: Sequence[Turn],
+    skipped: dict[str, int],
+    *,
+    require_format: bool = False,
+    roles: Sequence[str] = M500_ROLES,
 ) -> list[SFTExample]:
-    """Every answered turn of a discussion as a ShareGPT chat (M500's ``messages`` per role
-    call): what the agent saw, then what it said; with ``require_format``, only the turns
-    that follow their role's format."""
+    """Every answered turn of a discussion by one of ``roles`` (M500's by default) as a
+    ShareGPT chat (M500's ``messages`` per role call): what the agent saw, then what it said;
+    with ``require_format``, only the turns that follow their role's format."""
     records: list[SFTExample] = []
     for turn in turns:
+        if turn.role not in roles:
+            skipped["not_an_m500_role"] = skipped.get("not_an_m500_role", 0) + 1
+            continue
         if turn.error or not turn.completion.strip():
             skipped["empty_turn"] = skipped.get("empty_turn", 0) + 1
             continue
@@ -311,11 +348,10 @@ class StepLabel:
     first_error_step: int
 
 
-def verifier_reward(predicted: int | None, label: int) -> float:
+def verifier_accuracy(predicted: int | None, label: int) -> float:
     """FlexiVe's accuracy reward for a verifier trained on first-error labels: 1 for the
     labelled step (-1 for a correct solution), 0.5 for the right verdict (an error, or none)
-    at the wrong step, 0 for the wrong verdict or no readable index. Its length shaping is
-    left to the trainer (``meta.completion_tokens``)."""
+    at the wrong step, 0 for the wrong verdict or no readable index."""
     if predicted is None:
         return 0.0
     if predicted == label:
@@ -323,30 +359,60 @@ def verifier_reward(predicted: int | None, label: int) -> float:
     return 0.5 if (predicted == -1) == (label == -1) else 0.0
 
 
+def verifier_length_penalty(tokens: int, label: int) -> float:
+    """FlexiVe's length shaping (<= 0) of a judgment of ``tokens`` generated tokens: on a
+    correct solution (label -1) min(1, (L - 50) / 100) beyond 50 tokens; on an erroneous one
+    min(1, (50 - L) / 50) below 50 tokens and min(1, (L - 512) / 512) beyond 512. A short
+    "looks correct", a localized error explained at medium length.
+
+    Here the fast prompt asks for the bare index (:data:`roles.sdv.VERIFY_MODE_INSTRUCTION`),
+    so nearly every fast judgment of an erroneous solution is under 50 tokens and pays up to
+    0.9; within a group that favours the longer, explained localizations, as FlexiVe's
+    shaping does."""
+    if label == -1:
+        return -min(1.0, (tokens - 50) / 100) if tokens > 50 else 0.0
+    if tokens < 50:
+        return -min(1.0, (50 - tokens) / 50)
+    if tokens > 512:
+        return -min(1.0, (tokens - 512) / 512)
+    return 0.0
+
+
+def verifier_reward(predicted: int | None, label: int, completion_tokens: int) -> float:
+    """FlexiVe's GRPO reward: :func:`verifier_accuracy` plus :func:`verifier_length_penalty`
+    of the judgment's generated tokens."""
+    return verifier_accuracy(predicted, label) + verifier_length_penalty(completion_tokens, label)
+
+
 def verifier_records(
     run: Run, label: StepLabel, turns: Sequence[Turn], skipped: dict[str, int]
 ) -> list[RLExample]:
-    """Every judgment of a labelled ``process_judge`` run, rewarded against the label. The
-    group is the judged solution (the problem and its steps as the judge saw them), so the
-    judgments of one solution are compared, as FlexiVe's GRPO samples one prompt."""
+    """Every fast-mode judgment of a labelled ``process_judge`` run, rewarded against the
+    label. The group is the run: the judgments one model sampled from one prompt (the problem
+    and its steps as the judge saw them), as FlexiVe's GRPO samples one prompt; judgments of
+    the same solution by other runs (another round's adapter) are another policy's. A slow-mode
+    run is skipped (``slow_mode``, one per judgment): FlexiVe trains the fast mode only."""
     steps = list(run.config.get("steps") or [])
     mode = run.config.get("mode", "slow")
+    judgments = [turn for turn in turns if turn.role == "verifier"]
+    if mode != "fast":
+        skipped["slow_mode"] = skipped.get("slow_mode", 0) + len(judgments)
+        return []
     rebuilt = sdv_roles.verifier_messages(run.problem, steps, mode)
-    seen = json.dumps([m.model_dump() for m in rebuilt], sort_keys=True)
-    group = f"{label.problem_id}/{hashlib.sha256(seen.encode()).hexdigest()[:12]}"
+    group = f"{label.problem_id}/{run.id}"
     records: list[RLExample] = []
-    for turn in turns:
-        if turn.role != "verifier":
-            continue
+    for turn in judgments:
         if turn.error or not turn.completion.strip():
             skipped["empty_turn"] = skipped.get("empty_turn", 0) + 1
             continue
         predicted = sdv_roles.parse_check(turn.completion, len(steps)).first_wrong
+        accuracy = verifier_accuracy(predicted, label.first_error_step)
+        penalty = verifier_length_penalty(turn.completion_tokens, label.first_error_step)
         records.append(
             _rl(
                 _prompt(turn, rebuilt),
                 turn,
-                verifier_reward(predicted, label.first_error_step),
+                accuracy + penalty,
                 group,
                 evaluation=label.evaluation,
                 problem_id=label.problem_id,
@@ -354,9 +420,28 @@ def verifier_records(
                 predicted=predicted,
                 mode=mode,
                 completion_tokens=turn.completion_tokens,
+                accuracy=accuracy,
+                length_penalty=penalty,
             )
         )
     return records
+
+
+def group_signal(records: Sequence[RLExample]) -> tuple[int, int]:
+    """(groups, groups without signal) of RL records. A group has signal when one of its
+    records carries a fixed nonzero advantage, or one carries none (the trainer computes it
+    from the group) and the group's rewards differ."""
+    groups: dict[str, list[RLExample]] = {}
+    for record in records:
+        groups.setdefault(record.group_id, []).append(record)
+
+    def has_signal(members: list[RLExample]) -> bool:
+        if any(r.advantage for r in members):
+            return True
+        computed = any(r.advantage is None for r in members)
+        return computed and len({r.reward for r in members}) > 1
+
+    return len(groups), sum(not has_signal(members) for members in groups.values())
 
 
 async def step_labels(store: Store) -> dict[str, StepLabel]:
@@ -389,9 +474,14 @@ async def _critics_checks(store: Store, run_id: str) -> list[dict[str, Any]]:
         after = events[-1].id
 
 
-def _is_correct(run: Run) -> bool:
+def _reference(run: Run) -> str | None:
     reference = (run.config or {}).get("reference_answer")
-    return reference is not None and answers_match(run.answer, str(reference)).correct
+    return None if reference is None else str(reference)
+
+
+def _is_correct(run: Run) -> bool:
+    reference = _reference(run)
+    return reference is not None and answers_match(run.answer, reference).correct
 
 
 async def _source_runs(store: Store, kind: str, filters: ExportFilters) -> list[Run]:
@@ -417,7 +507,8 @@ async def build_records(
     for run in await _source_runs(store, kind, filters):
         if kind == "m1-sft":
             if filters.only_correct and not _is_correct(run):
-                skipped["not_correct"] = skipped.get("not_correct", 0) + 1
+                reason = "no_reference" if _reference(run) is None else "not_correct"
+                skipped[reason] = skipped.get(reason, 0) + 1
                 continue
             turns = await store.turns(run.id)
             if filters.require_consensus and not reached_consensus(
@@ -426,7 +517,11 @@ async def build_records(
                 skipped["no_consensus"] = skipped.get("no_consensus", 0) + 1
                 continue
             made: list[Any] = m1_sft_records(
-                run, turns, skipped, require_format=filters.require_format
+                run,
+                turns,
+                skipped,
+                require_format=filters.require_format,
+                roles=(*M500_ROLES, "ceo") if filters.include_ceo else M500_ROLES,
             )
         elif kind == "verifier":
             label = labels.get(run.id)
@@ -491,6 +586,10 @@ async def export_dataset(
     files = [data.name]
     if records and _write_parquet(out_dir / "data.parquet", records):
         files.append("data.parquet")
+    groups: int | None = None
+    silent: int | None = None
+    if kind != "m1-sft":
+        groups, silent = group_signal([r for r in records if isinstance(r, RLExample)])
     manifest = Manifest(
         kind=kind,  # type: ignore[arg-type]
         created_at=datetime.now(UTC),
@@ -498,6 +597,8 @@ async def export_dataset(
         source_runs=sources,
         records=len(records),
         skipped=skipped,
+        groups=groups,
+        no_signal_groups=silent,
         data_sha256=dataset_hash(data),
         files=files,
     )

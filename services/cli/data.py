@@ -25,7 +25,9 @@ def data_export(
     pattern: str | None = typer.Option(None, help="only runs of this pattern"),
     since: str | None = typer.Option(None, help="only runs created on or after (ISO date)"),
     only_correct: bool = typer.Option(
-        False, "--only-correct", help="m1-sft: only runs whose answer matches the reference"
+        True,
+        "--only-correct/--any-answer",
+        help="m1-sft: only runs whose answer matches their reference answer (as M500)",
     ),
     limit: int | None = typer.Option(None, min=1, help="most source runs, newest first"),
     require_consensus: bool = typer.Option(
@@ -33,6 +35,9 @@ def data_export(
     ),
     require_format: bool = typer.Option(
         True, help="m1-sft: only turns in their role's format (parsed; solver's \\boxed{})"
+    ),
+    include_ceo: bool = typer.Option(
+        False, "--include-ceo", help="m1-sft: also the CEO's turns (M500 has none)"
     ),
 ) -> None:
     """Write a training dataset (records the trainers read) from stored runs."""
@@ -56,12 +61,16 @@ def data_export(
             limit=limit,
             require_consensus=require_consensus,
             require_format=require_format,
+            include_ceo=include_ceo,
         )
         async with open_store(settings) as store:
             manifest = await export_dataset(store, kind, filters, out)
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(manifest.skipped.items())) or "none"
+        groups = ""
+        if manifest.groups is not None:
+            groups = f", {manifest.groups} groups ({manifest.no_signal_groups} without signal)"
         console.print(
-            f"{manifest.records} {kind} records from {len(manifest.source_runs)} runs "
+            f"{manifest.records} {kind} records from {len(manifest.source_runs)} runs{groups} "
             f"(skipped: {skipped}) -> {out}",
             markup=False,
         )

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agents.backends.scripted import ScriptedBackend
 from agents.calls import TurnRecord
 from agents.model import ModelRequest, ModelResponse
@@ -22,7 +24,13 @@ from tests.graphs import test_spc_game as spc
 from tests.training import test_critic_eval as critic_eval
 from training.critic_eval import CriticEvalConfig, evaluate_critic
 from training.datasets import RLExample, SFTExample, dataset_hash, read_jsonl
-from training.export import ExportFilters, export_dataset
+from training.export import (
+    ExportFilters,
+    export_dataset,
+    group_signal,
+    verifier_length_penalty,
+    verifier_reward,
+)
 
 
 def manifest_of(out: Path) -> dict:
@@ -55,6 +63,7 @@ async def test_spc_critic_and_sneaky_records(harness: RunHarness, tmp_path: Path
         (critic_messages(spc.PROBLEM, [], spc.STEPS[0]), spc.APPROVES, 1.0, 1.0, group),
     ]
     assert manifest.records == 2 and manifest.source_runs == [run_id]
+    assert (manifest.groups, manifest.no_signal_groups) == (1, 0)  # the raw +-1 advantage
     assert manifest_of(out)["data_sha256"] == dataset_hash(out / "data.jsonl")
     assert manifest_of(out)["kind"] == "spc-critic"
     assert manifest.files == ["data.jsonl", "data.parquet"]
@@ -187,25 +196,40 @@ async def test_rlad_abstractions_written_k_in_one_reply_are_skipped_not_trained_
     assert manifest.skipped == {"k_abstractions_in_one_reply": 2}
 
 
-async def test_m1_sft_turns_as_chats_and_only_correct(harness: RunHarness, tmp_path: Path) -> None:
+async def test_m1_sft_keeps_correct_runs_and_m500_roles_as_chats(
+    harness: RunHarness, tmp_path: Path
+) -> None:
     model = discussion.backend(ceo=[discussion.ceo("Stop")], evaluator=[discussion.RIGHT])
     run_id, outcome = await harness.run(model, "discussion", discussion.PROBLEM, max_rounds=1)
     assert outcome["status"] == "succeeded"
     turns = await harness.store.turns(run_id)
+    ceo_turns = sum(turn.role == "ceo" for turn in turns)
+    assert ceo_turns == 1
 
+    # No reference answer in the config: by default (M500 keeps correct traces) nothing stays.
+    default = await export_dataset(harness.store, "m1-sft", ExportFilters(), tmp_path / "d")
+    assert default.records == 0 and default.skipped == {"no_reference": 1}
+    assert default.groups is None  # SFT data has no groups
+
+    # --any-answer and --include-ceo: every turn, as the chat the agent saw and answered.
     out = tmp_path / "sft"
-    manifest = await export_dataset(harness.store, "m1-sft", ExportFilters(), out)
+    manifest = await export_dataset(
+        harness.store, "m1-sft", ExportFilters(only_correct=False, include_ceo=True), out
+    )
     records = read_jsonl(out / "data.jsonl", SFTExample)
     assert len(records) == len(turns) == manifest.records
     for record, turn in zip(records, turns, strict=True):
         assert [m.model_dump() for m in record.messages[:-1]] == turn.messages
         assert record.messages[-1].model_dump() == {"role": "assistant", "content": turn.completion}
 
-    # No reference answer in the config: --only-correct keeps nothing.
-    only = await export_dataset(
-        harness.store, "m1-sft", ExportFilters(only_correct=True), tmp_path / "ok"
+    # Without --include-ceo, the recruiter's, solver's, critics' and evaluator's turns only.
+    manifest = await export_dataset(
+        harness.store, "m1-sft", ExportFilters(only_correct=False), tmp_path / "roles"
     )
-    assert only.records == 0 and only.skipped == {"not_correct": 1}
+    records = read_jsonl(tmp_path / "roles" / "data.jsonl", SFTExample)
+    assert {r.meta["role"] for r in records} == {"recruiter", "solver", "critic", "evaluator"}
+    assert manifest.records == len(turns) - ceo_turns
+    assert manifest.skipped == {"not_an_m500_role": ceo_turns}
 
     # Two more runs that know the answer, one right and one wrong: only the right one stays.
     right_id, _ = await harness.run(
@@ -214,12 +238,10 @@ async def test_m1_sft_turns_as_chats_and_only_correct(harness: RunHarness, tmp_p
     await harness.run(
         model, "discussion", discussion.PROBLEM, max_rounds=1, reference_answer="not it"
     )
-    only = await export_dataset(
-        harness.store, "m1-sft", ExportFilters(only_correct=True), tmp_path / "right"
-    )
+    only = await export_dataset(harness.store, "m1-sft", ExportFilters(), tmp_path / "right")
     assert only.source_runs == [right_id]
-    assert only.records == len(await harness.store.turns(right_id))
-    assert only.skipped == {"not_correct": 2}
+    assert only.records == len(await harness.store.turns(right_id)) - ceo_turns
+    assert only.skipped == {"no_reference": 1, "not_correct": 1, "not_an_m500_role": ceo_turns}
 
 
 class ReportsTokens:
@@ -336,58 +358,133 @@ def two_judges(request: ModelRequest) -> str:
     return "Every paragraph checks out. \\boxed{-1}"
 
 
-async def test_verifier_records_reward_each_judgment_against_its_label(
+def test_flexive_length_shaping_wants_a_short_ok_and_a_medium_error_report() -> None:
+    # a correct solution (-1): free up to 50 tokens, then 0.01 a token up to 1
+    assert [verifier_length_penalty(n, -1) for n in (5, 50, 100, 150, 400)] == [
+        0.0,
+        0.0,
+        -0.5,
+        -1.0,
+        -1.0,
+    ]
+    # an erroneous one: free from 50 to 512 tokens, 0.02 a token short of 50, 1/512 beyond 512
+    assert [verifier_length_penalty(n, 2) for n in (0, 25, 50, 512, 768, 2000)] == [
+        -1.0,
+        -0.5,
+        0.0,
+        0.0,
+        -0.5,
+        -1.0,
+    ]
+    assert verifier_reward(2, 2, 100) == 1.0 and verifier_reward(0, 2, 25) == 0.0
+    assert verifier_reward(None, -1, 150) == -1.0
+
+
+def test_groups_whose_advantage_is_zero_are_counted_as_without_signal() -> None:
+    def record(group: str, reward: float, advantage: float | None = None) -> RLExample:
+        prompt = verifier_messages("2+2?", ["4"], "fast")
+        return RLExample(
+            prompt=prompt, completion="-1", reward=reward, group_id=group, advantage=advantage
+        )
+
+    records = [
+        *[record("mixed", r) for r in (0.0, 1.0)],  # rewards differ: something to compare
+        *[record("alike", r) for r in (1.0, 1.0)],  # all equal: advantage 0 for each
+        record("alone", 1.0),  # a group of one (a greedy judgment) has nothing to compare
+        *[record("bare", r, advantage=0.0) for r in (0.0, 1.0)],  # RLAD's bare prompts: 0
+        *[record("game", 1.0, advantage=1.0) for _ in range(2)],  # SPC's raw +-1 outcome
+    ]
+    assert group_signal(records) == (5, 3)
+
+
+async def test_verifier_records_are_fast_judgments_grouped_per_run_with_flexive_rewards(
     harness: RunHarness, tmp_path: Path
 ) -> None:
     labelled = tmp_path / "processbench.jsonl"
     labelled.write_text("".join(json.dumps(r) + "\n" for r in critic_eval.RECORDS))
+    backend = ScriptedBackend({"verifier": [two_judges]})
+    # Fast mode, two sampled judgments per solution: the groups FlexiVe's GRPO compares.
     _, items = await evaluate_critic(
         harness.store,
-        ModelRouter.single(ScriptedBackend({"verifier": [two_judges]})),
+        ModelRouter.single(backend),
         harness.database_url,
-        CriticEvalConfig(source=str(labelled), name="pb", samples=2, concurrency=1),
+        CriticEvalConfig(
+            source=str(labelled),
+            name="pb",
+            mode="fast",
+            samples=2,
+            options={"temperature": 0.6, "seed": 0},
+            concurrency=1,
+        ),
+    )
+    # The same solutions judged in slow mode: FlexiVe trains no slow judgment.
+    await evaluate_critic(
+        harness.store,
+        ModelRouter.single(backend),
+        harness.database_url,
+        CriticEvalConfig(source=str(labelled), name="pb-slow", concurrency=1),
     )
     # A judge run nobody labelled (solved on its own) gives no record.
     await harness.run(
-        ScriptedBackend({"verifier": ["\\boxed{-1}"]}), "process_judge", "2+2?", steps=["4"]
+        ScriptedBackend({"verifier": ["\\boxed{-1}"]}),
+        "process_judge",
+        "2+2?",
+        steps=["4"],
+        mode="fast",
     )
 
     out = tmp_path / "verifier"
     manifest = await export_dataset(harness.store, "verifier", ExportFilters(), out)
     records = read_jsonl(out / "data.jsonl", RLExample)
     got = sorted(
-        (r.meta["problem_id"], r.meta["turn"], r.meta["label"], r.meta["predicted"], r.reward)
+        (
+            r.meta["problem_id"],
+            r.meta["turn"],
+            r.meta["label"],
+            r.meta["predicted"],
+            r.meta["completion_tokens"],
+            r.reward,
+        )
         for r in records
     )
+    # accuracy (1 the labelled step, 0.5 the right verdict elsewhere, 0 otherwise) plus the
+    # length penalty: none for a short "no error", (50 - L) / 50 for an error named in L < 50
     assert got == [
-        ("gsm8k-0", "judge/0", -1, -1, 1.0),  # no error, and none found
-        ("gsm8k-0", "judge/1", -1, 0, 0.0),  # a correct solution flagged
-        ("gsm8k-1", "judge/0", 1, 1, 1.0),  # the labelled step
-        ("gsm8k-1", "judge/1", 1, 0, 0.5),  # an error, but not where it is
-        ("math-0", "judge/0", 0, 1, 0.5),
-        ("math-0", "judge/1", 0, 0, 1.0),
-        ("math-1", "judge/0", -1, None, 0.0),  # no index at all
-        ("math-1", "judge/1", -1, 0, 0.0),
+        ("gsm8k-0", "judge/0", -1, -1, 5, 1.0),  # no error, and none found
+        ("gsm8k-0", "judge/1", -1, 0, 6, 0.0),  # a correct solution flagged
+        ("gsm8k-1", "judge/0", 1, 1, 7, pytest.approx(1.0 - 43 / 50)),  # the labelled step
+        ("gsm8k-1", "judge/1", 1, 0, 6, pytest.approx(0.5 - 44 / 50)),  # an error, elsewhere
+        ("math-0", "judge/0", 0, 1, 7, pytest.approx(0.5 - 43 / 50)),
+        ("math-0", "judge/1", 0, 0, 6, pytest.approx(1.0 - 44 / 50)),
+        ("math-1", "judge/0", -1, None, 4, 0.0),  # no index at all
+        ("math-1", "judge/1", -1, 0, 6, 0.0),
     ]
     runs = {i.problem_id: i.run_id for i in items}
     for record in records:
         problem = next(r for r in critic_eval.RECORDS if r["id"] == record.meta["problem_id"])
-        assert record.prompt == verifier_messages(problem["problem"], problem["steps"], "slow")
+        assert record.prompt == verifier_messages(problem["problem"], problem["steps"], "fast")
         assert record.meta["run_id"] == runs[problem["id"]]
         assert record.id == f"{runs[problem['id']]}/{record.meta['turn']}"
-        assert record.meta["evaluation"] == "pb" and record.meta["mode"] == "slow"
-        assert record.group_id.startswith(f"{problem['id']}/")
+        assert record.meta["evaluation"] == "pb" and record.meta["mode"] == "fast"
+        assert record.reward == pytest.approx(
+            record.meta["accuracy"] + record.meta["length_penalty"]
+        )
+        # the group is the run: one model's samples of one prompt
+        assert record.group_id == f"{problem['id']}/{runs[problem['id']]}"
         assert record.completion == two_judges(
             ModelRequest(
                 messages=record.prompt,
                 tags={"agent": "Judge 1" if record.meta["turn"] == "judge/1" else "Judge 0"},
             )
         )
-    # the two judgments of one solution are one group; solutions are apart
-    groups = {(r.meta["problem_id"], r.group_id) for r in records}
-    assert len(groups) == len({g for _, g in groups}) == 4
+    # the two judgments were drawn with distinct seeds (the second solution's: 16 + i)
+    turns = await harness.store.turns(runs["gsm8k-1"])
+    assert sorted(t.params["seed"] for t in turns) == [16, 17]
+    assert {t.params["temperature"] for t in turns} == {0.6}
     assert sorted(manifest.source_runs) == sorted(runs.values())
-    assert manifest.skipped == {"no_label": 1}
+    # four slow judgments skipped; math-1's judgments both earn 0: nothing to compare
+    assert manifest.skipped == {"slow_mode": 4, "no_label": 1}
+    assert (manifest.groups, manifest.no_signal_groups) == (4, 1)
     assert manifest_of(out)["kind"] == "verifier"
 
 
@@ -395,7 +492,7 @@ async def test_m1_sft_keeps_what_m500_keeps_consensus_and_format(
     harness: RunHarness, tmp_path: Path
 ) -> None:
     d = discussion
-    one_round = {"max_rounds": 1, "token_menu": [64]}
+    one_round = {"max_rounds": 1, "token_menu": [64], "reference_answer": "42"}
     agreed, _ = await harness.run(d.backend(), "discussion", d.PROBLEM, **one_round)
     # The critics never agree, even with the revised solution.
     disputed, _ = await harness.run(
@@ -411,22 +508,33 @@ async def test_m1_sft_keeps_what_m500_keeps_consensus_and_format(
         d.backend(critic=[d.DISAGREE, d.DISAGREE, d.AGREE]),
         "discussion",
         d.PROBLEM,
-        token_budget=64,
-        **one_round,
+        **{**one_round, "token_budget": 64},
     )
     assert outcome["stop_reason"] == "token_budget"
     cut_turns = [t.key for t in await harness.store.turns(cut)]
     assert cut_turns[-2:] == ["solve/r0/i1", "critique/r0/i1/c1"]
-    # Agreed on, but the CEO's reply is unreadable and the solver boxes no answer.
-    sloppy, _ = await harness.run(
-        d.backend(ceo=["I am not sure what to do here."], solver=["6 times 7 is 42."]),
+    # Agreed on and right, but the CEO's reply is unreadable (so one critic is recruited) and
+    # the solver's first solution boxes no answer (the critic disagrees; the revision boxes 42
+    # and the critic agrees).
+    sloppy, outcome = await harness.run(
+        d.backend(
+            ceo=["I am not sure what to do here."],
+            solver=["6 times 7 is 42.", d.SOLUTION],
+            critic=[d.DISAGREE, d.AGREE],
+        ),
         "discussion",
         d.PROBLEM,
         **one_round,
     )
+    assert outcome["answer"] == "42"
+    # The same discussion with a wrong answer: M500 keeps no trace of it.
+    wrong, _ = await harness.run(
+        d.backend(solver=["6 times 7 is 41. \\boxed{41}"]), "discussion", d.PROBLEM, **one_round
+    )
 
-    async def keys(run_id: str) -> list[tuple[str, str]]:
-        return [(run_id, t.key) for t in await harness.store.turns(run_id)]
+    async def keys(run_id: str, *, ceo: bool = False) -> list[tuple[str, str]]:
+        turns = await harness.store.turns(run_id)
+        return [(run_id, t.key) for t in turns if ceo or t.role != "ceo"]
 
     async def exported(name: str, **filters: bool) -> tuple[list[tuple[str, str]], dict]:
         manifest = await export_dataset(
@@ -435,18 +543,23 @@ async def test_m1_sft_keeps_what_m500_keeps_consensus_and_format(
         records = read_jsonl(tmp_path / name / "data.jsonl", SFTExample) if manifest.records else []
         return [(r.meta["run_id"], r.meta["turn"]) for r in records], manifest.skipped
 
-    sloppy_kept = [k for k in await keys(sloppy) if k[1] not in ("ceo/r0", "solve/r0/i0")]
-    assert len(sloppy_kept) == len(await keys(sloppy)) - 2
+    ceo_turns = {"not_an_m500_role": 3}  # one per round of the three agreed-on runs
+    sloppy_kept = [k for k in await keys(sloppy) if k[1] != "solve/r0/i0"]
+    assert len(sloppy_kept) == len(await keys(sloppy)) - 1
     assert await exported("default") == (
         [*await keys(agreed), *await keys(revised), *sloppy_kept],
-        {"no_consensus": 2, "malformed_turn": 2},
+        {"not_correct": 1, "no_consensus": 2, "malformed_turn": 1, **ceo_turns},
     )
     assert await exported("any_format", require_format=False) == (
         [*await keys(agreed), *await keys(revised), *await keys(sloppy)],
-        {"no_consensus": 2},
+        {"not_correct": 1, "no_consensus": 2, **ceo_turns},
     )
-    everything = [k for r in (agreed, disputed, revised, cut, sloppy) for k in await keys(r)]
-    assert await exported("all", require_consensus=False, require_format=False) == (everything, {})
+    everything = [
+        k for r in (agreed, disputed, revised, cut, sloppy, wrong) for k in await keys(r, ceo=True)
+    ]
+    assert await exported(
+        "all", only_correct=False, require_consensus=False, require_format=False, include_ceo=True
+    ) == (everything, {})
 
 
 def test_cli_exports_verifier_data_and_takes_the_m500_switches(tmp_path: Path) -> None:
@@ -457,11 +570,14 @@ def test_cli_exports_verifier_data_and_takes_the_m500_switches(tmp_path: Path) -
     assert manifest_of(tmp_path / "v")["kind"] == "verifier"
 
     args = ["data", "export", "--kind", "m1-sft", "--out", str(tmp_path / "m")]
-    loose = run_cli(env, *args, "--no-require-consensus", "--no-require-format")
+    switches = ("require_consensus", "require_format", "only_correct", "include_ceo")
+    loose = run_cli(
+        env, *args, "--no-require-consensus", "--no-require-format", "--any-answer", "--include-ceo"
+    )
     assert loose.returncode == 0, loose.stdout + loose.stderr
     filters = manifest_of(tmp_path / "m")["filters"]
-    assert (filters["require_consensus"], filters["require_format"]) == (False, False)
+    assert [filters[s] for s in switches] == [False, False, False, True]
     strict = run_cli(env, *args)
     assert strict.returncode == 0, strict.stdout + strict.stderr
     filters = manifest_of(tmp_path / "m")["filters"]
-    assert (filters["require_consensus"], filters["require_format"]) == (True, True)
+    assert [filters[s] for s in switches] == [True, True, True, False]
