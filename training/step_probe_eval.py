@@ -299,9 +299,13 @@ async def evaluate_step_probes(
     evaluation (a verdict that was never given is not a wrong verdict)."""
     source = resolve_source(config.source)
     config = config.model_copy(update={"source": source})
-    # reading many problems takes seconds: not on the event loop an API may share
-    problems = await asyncio.to_thread(labelled_problems, source, limit=config.limit)
-    probes = step_probes(problems, config.correct_per_problem)
+    # reading many problems and cutting them into probes takes seconds: not on the event loop
+    # an API may share
+    def prepare() -> tuple[list[Problem], list[StepProbe]]:
+        problems = labelled_problems(source, limit=config.limit)
+        return problems, step_probes(problems, config.correct_per_problem)
+
+    problems, probes = await asyncio.to_thread(prepare)
     done = 0
 
     async def one(probe: StepProbe) -> ProbeResult:

@@ -135,7 +135,7 @@ async def start_campaign(
     services = get_services(request)
     key_id = caller_key_id(request)
     limit = await campaign_allowance(services, key_id)
-    trainer_options = {"train": body.train} | {
+    trainer_options = {"train": body.train, "warm_start_train": body.warm_start_train} | {
         f"train_roles.{model}": options for model, options in body.train_roles.items()
     }
     for where, options in trainer_options.items():
@@ -148,6 +148,16 @@ async def start_campaign(
     fields["problems"] = server_source(body.problems, "problems")
     if body.eval_problems is not None:
         fields["eval_problems"] = server_source(body.eval_problems, "eval_problems")
+    if body.warm_start is not None:
+        warm = dict(body.warm_start)
+        if isinstance(warm.get("problems"), str):
+            warm["problems"] = server_source(warm["problems"], "warm_start.problems")
+        if isinstance(warm.get("exclude"), list):
+            warm["exclude"] = [
+                server_source(s, "warm_start.exclude") if isinstance(s, str) else s
+                for s in warm["exclude"]
+            ]
+        fields["warm_start"] = warm
     try:
         config = CampaignConfig.model_validate(fields)
     except ValidationError as exc:

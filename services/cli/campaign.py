@@ -252,6 +252,27 @@ def campaign_start(
     balance: bool = typer.Option(
         True, help="spc: the games' critic is one version behind the sneaky generator's"
     ),
+    warm_start: bool = typer.Option(
+        False,
+        help="round 0 builds SFT data for each trained role and trains its first version on "
+        "it (SPC's round-0 SFT, RLAD's warm start) before the baseline",
+    ),
+    warm_start_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--warm-start-option",
+            "-w",
+            help="warm-start data option FIELD=VALUE, as `thinktank data warm-start`'s flags "
+            "(n=64, teacher=default; repeatable; implies --warm-start)",
+        ),
+    ] = None,
+    warm_start_train: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--warm-start-train",
+            help="SFT trainer option of the warm-start trainings FIELD=VALUE (repeatable)",
+        ),
+    ] = None,
     evaluation: Annotated[
         list[str] | None,
         typer.Option("--eval", "-e", help="evaluation option FIELD=VALUE (repeatable)"),
@@ -284,6 +305,12 @@ def campaign_start(
                     "train": assignments(train or [], "--train"),
                     "train_roles": role_assignments(train_role or []),
                     "balance": balance,
+                    "warm_start": (
+                        assignments(warm_start_option or [], "--warm-start-option")
+                        if warm_start or warm_start_option or warm_start_train
+                        else None
+                    ),
+                    "warm_start_train": assignments(warm_start_train or [], "--warm-start-train"),
                     "eval": assignments(evaluation or [], "--eval"),
                     "launcher": {"launcher": launcher},
                 }

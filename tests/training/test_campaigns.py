@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from agents.backends.scripted import ScriptedBackend
 from agents.model import ModelRequest
@@ -456,3 +457,45 @@ async def test_an_rlad_round_is_headed_by_its_solve_rate_with_an_interval(
     assert (headline["name"], headline["value"], headline["n"]) == ("solve rate", 1.0, 3)
     assert headline["high"] == 1.0 and 0.0 < headline["low"] < 1.0
     assert evaluation["solve_rate"] == 1.0
+
+
+@pytest.mark.local_model
+async def test_a_warm_started_spc_campaign_trains_round_0_by_sft_and_mixes_it_into_rl(
+    store: Store, sqlite_url: str, tmp_path: Path, home: Path
+) -> None:
+    model = spc_world(fooled_every=2)
+    env = CampaignEnv(store, ModelRouter.single(model), sqlite_url, poll_s=0.5)
+    config = spc_config(tmp_path, rounds=1, warm_start={"n": 3}, warm_start_train=TINY_TRAINING)
+    campaign = await create_campaign(store, config, name="warm", driver="embedded")
+    assert (campaign.round, campaign.step) == (0, "warm_start")
+    assert campaign.driver_token is not None
+    ended = await asyncio.wait_for(drive(env, campaign.id, campaign.driver_token), 600)
+
+    assert (ended.status, ended.error) == ("succeeded", None)
+    start, first = await repo.rounds_of(store, campaign.id)
+    assert list(start.steps) == ["warm_start", "evaluate"]
+    assert start.versions == {"critic": "warm-critic-r0", "sneaky": "warm-sneaky-r0"}
+    for role in ("critic", "sneaky"):
+        dataset = start.datasets[role]
+        assert dataset["warm_start"] and dataset["records"] > 0
+        assert Path(dataset["path"]).is_file()
+        run = await model_versions.get_training_run(store, start.training_runs[role]["id"])
+        assert run.kind == "sft"
+    # the baseline evaluates the warm-started critic, and the first games play both
+    assert start.metrics["eval"]["critic_version"] == "warm-critic-r0"
+    assert first.metrics["played_with"] == start.versions
+    # SPC's RL mixes the round-0 SFT set into every step
+    critic_rl = await model_versions.get_training_run(store, first.training_runs["critic"]["id"])
+    assert critic_rl.config["sft_data"] == start.datasets["critic"]["path"]
+    assert (await model_versions.get_model_version(store, "warm-critic-r1")).parent == (
+        "warm-critic-r0"
+    )
+
+
+def test_warm_start_options_are_checked_when_the_campaign_starts(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="warm_start: bogus is not an option"):
+        spc_config(tmp_path, warm_start={"bogus": 1})
+    with pytest.raises(ValidationError, match="there is no warm start"):
+        spc_config(tmp_path, warm_start_train={"epochs": 2})
+    with pytest.raises(ValidationError, match="filled in by the campaign"):
+        spc_config(tmp_path, warm_start={"recipe": "rlad"})

@@ -20,10 +20,11 @@ from store import model_versions
 from store.runs import Store
 from store.tables.campaigns import Campaign
 from training import jobs
-from training.config import DEFAULT_BASE, RLConfig
+from training.config import DEFAULT_BASE, RLConfig, SFTConfig
 from training.critic_eval import CriticEvalConfig
 from training.games import FILLED_FROM_PROBLEM
 from training.step_probe_eval import StepProbeConfig
+from training.warm_start import WarmStartConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ KINDS: dict[str, KindSpec] = {
         exports={"rlad-abstraction": "abstraction", "rlad-solution": "policy"},
     ),
 }
+
+WARM_START_EXPORTS: dict[str, dict[str, str]] = {
+    "spc": {"critic": "spc-critic", "sneaky": "spc-sneaky"},
+    "rlad": {"abstraction": "rlad-abstraction"},
+}
+"""warm-start file role -> the export kind whose model it trains first."""
 
 TRAIN_FILLED = frozenset({"data", "base", "name", "role", "recipe", "base_adapter", "parent"})
 EVAL_FILLED = frozenset(
@@ -136,6 +143,18 @@ class CampaignConfig(BaseModel):
         description="spc: from round 2 on, the games' critic is one version behind the sneaky "
         "generator's (the paper's balancing game: Sneaky-k plays Critic-(k-1)); rlad: unused",
     )
+    warm_start: dict[str, Any] | None = Field(
+        None,
+        description="round 0 first builds SFT data for each trained role (the options of "
+        "`thinktank data warm-start`: n, seed, teacher...; {} for its defaults) and trains "
+        "each role's first version on it, as SPC's round-0 SFT and RLAD's warm start do; spc "
+        "rounds then mix that data into every RL step (sft_data). null: start from the base",
+    )
+    warm_start_train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="SFT trainer options of the warm-start trainings (epochs, max_steps, "
+        "lora_r, learning_rate...)",
+    )
     eval: dict[str, Any] = Field(
         default_factory=dict,
         description="options of the evaluation runs (max_tokens, mode, samples for spc; "
@@ -168,8 +187,40 @@ class CampaignConfig(BaseModel):
                 )
             self._train_options_are_valid(f"train_roles.{model}", options)
             self._train_options_are_valid(f"train_roles.{model}", self.train_options(model))
+        self._warm_start_options_are_valid()
         self._eval_options_are_valid()
         return self
+
+    def _warm_start_options_are_valid(self) -> None:
+        if self.warm_start is None:
+            if self.warm_start_train:
+                raise ValueError("warm_start_train: there is no warm start (warm_start is null)")
+            return
+        if "recipe" in self.warm_start:
+            raise ValueError("warm_start options ['recipe'] are filled in by the campaign")
+        try:
+            self.warm_start_config()
+        except ValidationError as exc:
+            raise ValueError(f"warm_start: {explain(exc, flags=False)}") from None
+        what = "warm_start_train"
+        filled = sorted(TRAIN_FILLED & self.warm_start_train.keys())
+        if filled:
+            raise ValueError(f"{what} {filled} are filled in by the campaign")
+        try:
+            sft = SFTConfig.model_validate({**self.warm_start_train, "data": "data.jsonl"})
+        except ValidationError as exc:
+            raise ValueError(f"{what}: {explain(exc, flags=False)}") from None
+        if sft.max_steps is not None and sft.max_steps > MAX_TRAIN_STEPS:
+            raise ValueError(f"{what}: max_steps must be at most {MAX_TRAIN_STEPS} in a campaign")
+        if sft.epochs > MAX_TRAIN_EPOCHS:
+            raise ValueError(f"{what}: epochs must be at most {MAX_TRAIN_EPOCHS:g} in a campaign")
+
+    def warm_start_config(self) -> WarmStartConfig:
+        """What round 0's warm start builds: ``warm_start``'s options for this campaign's
+        recipe, its held-out evaluation problems left out of the data."""
+        options = dict(self.warm_start or {})
+        options.setdefault("exclude", [self.eval_source()])
+        return WarmStartConfig.model_validate({**options, "recipe": self.kind})
 
     def _train_options_are_valid(self, what: str, options: dict[str, Any]) -> None:
         filled = sorted(TRAIN_FILLED & options.keys())
@@ -275,11 +326,15 @@ class CampaignConfig(BaseModel):
 
 
 def steps_of(config: CampaignConfig, round_: int) -> tuple[str, ...]:
-    return BASELINE_STEPS if round_ == 0 else ROUND_STEPS
+    if round_ > 0:
+        return ROUND_STEPS
+    warm = ("warm_start",) if config.warm_start is not None else ()
+    return warm + (BASELINE_STEPS if config.baseline else ())
 
 
 def first_position(config: CampaignConfig) -> tuple[int, str]:
-    return (0, "evaluate") if config.baseline else (1, "play")
+    round0 = steps_of(config, 0)
+    return (0, round0[0]) if round0 else (1, "play")
 
 
 def next_position(config: CampaignConfig, round_: int, step: str) -> tuple[int, str] | None:

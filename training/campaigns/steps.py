@@ -24,6 +24,7 @@ from training import jobs
 from training.campaigns.config import (
     KINDS,
     TRAIN_ATTEMPTS,
+    WARM_START_EXPORTS,
     CampaignConfig,
     CampaignEnv,
     CampaignError,
@@ -31,7 +32,7 @@ from training.campaigns.config import (
     campaign_dir,
     version_name,
 )
-from training.config import RLConfig
+from training.config import RLConfig, SFTConfig, TrainConfig
 from training.critic_eval import evaluate_critic
 from training.evaluation import EvalConfig, evaluate_patterns
 from training.export import ExportFilters, export_dataset
@@ -42,6 +43,7 @@ from training.step_probe_eval import (
     read_step_probe_results,
     write_step_probe_results,
 )
+from training.warm_start import WarmStartError, WarmStartManifest, build_warm_start
 
 
 def _round_problems(config: CampaignConfig, round_: int) -> list[Problem]:
@@ -116,14 +118,15 @@ async def game_adapters(
     balancing game, Sneaky-k against Critic-(k-1): against its own round's critic the game
     is too easy for the critic). Round 1 plays both at their start, round 2 the first
     round's sneaky generator against the starting critic, round 3 the second round's
-    sneaky generator against the first round's critic."""
+    sneaky generator against the first round's critic. With a warm start the start is
+    round 0's SFT versions (SPC's Sneaky-0 and Critic-0)."""
     adapters = dict(current)
     if config.kind != "spc" or not config.balance:
         return adapters
     critic = config.trained_models()["spc-critic"]
     behind: str | None = None
     for row in await repo.rounds_of(store, campaign_id):  # in round order: the newest wins
-        if row.round < round_ - 1 and critic in row.versions:
+        if (row.round == 0 or row.round < round_ - 1) and critic in row.versions:
             behind = row.versions[critic]
     if behind is None:
         adapters.pop(critic, None)
@@ -136,8 +139,12 @@ async def _game_metrics(store: Store, config: CampaignConfig, run_ids: list[str]
     if config.kind == "spc":
         played = [g for run_id in run_ids for g in await store.outcomes(run_id, spc_roles.SpcGame)]
         return spc_roles.summarize_games(played).model_dump()
+    # the no-abstraction baseline (abstraction None) is the games' yardstick, not a player's
     rows = [
-        a for run_id in run_ids for a in await store.outcomes(run_id, rlad_roles.RladAbstraction)
+        a
+        for run_id in run_ids
+        for a in await store.outcomes(run_id, rlad_roles.RladAbstraction)
+        if a.abstraction is not None
     ]
     rewards = [a.reward for a in rows if a.reward is not None]
     gains = [a.improvement for a in rows if a.improvement is not None]
@@ -223,10 +230,8 @@ async def _train(
 ) -> None:
     """Train each role with data, one after another (one machine's cores or GPU at a time);
     pending while a training runs."""
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
     fresh = await repo.get_campaign(env.store, campaign.id)
+    warm_data = await _warm_start_data(env, campaign.id)
     trainings = dict(row.training_runs)
     versions = dict(row.versions)
     for model, dataset in row.datasets.items():
@@ -238,9 +243,13 @@ async def _train(
                 env.say(f"round {row.round}: {model} not trained: {reason}")
             trainings[model] = {"skipped": reason}
             continue
+        options = config.train_options(model)
+        if KINDS[config.kind].recipe == "spc" and model in warm_data:
+            # SPC mixes its round-0 SFT set into every RL step (0.15 x NLL)
+            options = {"sft_data": warm_data[model], **options}
         rl = RLConfig.model_validate(
             {
-                **config.train_options(model),
+                **options,
                 "data": dataset["path"],
                 "base": fresh.versions.get(model, config.base),
                 "name": version_name(campaign, model, row.round),
@@ -248,53 +257,138 @@ async def _train(
                 "recipe": KINDS[config.kind].recipe,
             }
         )
-        key = f"campaign:{campaign.id}:r{row.round}:{model}"
-        entry = dict(trainings.get(model, {}))
-        if "id" in entry:
-            # Polled every few seconds while it trains: read the run, not the dataset, which
-            # submit_training would read and hash again each time.
-            launched = await jobs.refresh_status(
-                env.store,
-                await model_versions.get_training_run(env.store, entry["id"]),
-                config.launcher,
-            )
-            if _is_live(launched):
-                raise StepPending(f"training {launched.model_name}", retry_in_s=env.poll_s)
-        try:
-            sub = await jobs.submit_training(
-                env.store, "rl", rl, key=key, resume=None, options=config.launcher
-            )
-        except (jobs.JobConflict, model_versions.ModelVersionExists) as exc:
-            raise CampaignError(f"round {row.round}: cannot train {model}: {exc}") from None
-        entry["id"] = sub.run.id
-        if sub.action == "done":
-            versions[model] = sub.run.model_name
-            entry["status"] = "succeeded"
-            trainings[model] = entry
-            env.say(f"round {row.round}: trained {sub.run.model_name}")
-            continue
-        if sub.action in ("start", "resume"):
-            attempts = int(entry.get("attempts", 0))
-            if sub.action == "resume" and sub.run.status == "failed" and attempts >= TRAIN_ATTEMPTS:
-                await repo.update_round(
-                    env.store, campaign.id, row.round, token, training_runs=trainings
-                )
-                raise CampaignError(
-                    f"round {row.round}: training {model} failed {attempts} times: "
-                    f"{sub.run.error}; `thinktank campaign resume {campaign.name}` tries again"
-                )
-            await _launch(env, sub.run, config)
-            entry["attempts"] = attempts + 1
-            env.say(f"round {row.round}: training {model} → {sub.run.model_name} ({sub.run.id})")
-        entry["status"] = "running"
-        trainings[model] = entry
-        await repo.update_round(
-            env.store, campaign.id, row.round, token, training_runs=trainings, versions=versions
-        )
-        raise StepPending(f"training {sub.run.model_name}", retry_in_s=env.poll_s)
+        await _train_one(env, campaign, config, row, token, model, "rl", rl, trainings, versions)
     await repo.update_round(
         env.store, campaign.id, row.round, token, training_runs=trainings, versions=versions
     )
+
+
+async def _train_one(
+    env: CampaignEnv,
+    campaign: Campaign,
+    config: CampaignConfig,
+    row: CampaignRound,
+    token: str,
+    model: str,
+    kind: str,
+    train_config: TrainConfig,
+    trainings: dict[str, Any],
+    versions: dict[str, str],
+) -> None:
+    """Bring ``model``'s training of this round to its end: launch it (once more after a
+    failure), or find it done and put its version in ``versions``; pending while it runs."""
+    for child in list(_children):
+        if child.poll() is not None:
+            _children.remove(child)
+    key = f"campaign:{campaign.id}:r{row.round}:{model}"
+    entry = dict(trainings.get(model, {}))
+    if "id" in entry:
+        # Polled every few seconds while it trains: read the run, not the dataset, which
+        # submit_training would read and hash again each time.
+        launched = await jobs.refresh_status(
+            env.store,
+            await model_versions.get_training_run(env.store, entry["id"]),
+            config.launcher,
+        )
+        if _is_live(launched):
+            raise StepPending(f"training {launched.model_name}", retry_in_s=env.poll_s)
+    try:
+        sub = await jobs.submit_training(
+            env.store, kind, train_config, key=key, resume=None, options=config.launcher
+        )
+    except (jobs.JobConflict, model_versions.ModelVersionExists) as exc:
+        raise CampaignError(f"round {row.round}: cannot train {model}: {exc}") from None
+    entry["id"] = sub.run.id
+    if sub.action == "done":
+        versions[model] = sub.run.model_name
+        entry["status"] = "succeeded"
+        trainings[model] = entry
+        env.say(f"round {row.round}: trained {sub.run.model_name}")
+        return
+    if sub.action in ("start", "resume"):
+        attempts = int(entry.get("attempts", 0))
+        if sub.action == "resume" and sub.run.status == "failed" and attempts >= TRAIN_ATTEMPTS:
+            await repo.update_round(
+                env.store, campaign.id, row.round, token, training_runs=trainings
+            )
+            raise CampaignError(
+                f"round {row.round}: training {model} failed {attempts} times: "
+                f"{sub.run.error}; `thinktank campaign resume {campaign.name}` tries again"
+            )
+        await _launch(env, sub.run, config)
+        entry["attempts"] = attempts + 1
+        env.say(f"round {row.round}: training {model} → {sub.run.model_name} ({sub.run.id})")
+    entry["status"] = "running"
+    trainings[model] = entry
+    await repo.update_round(
+        env.store, campaign.id, row.round, token, training_runs=trainings, versions=versions
+    )
+    raise StepPending(f"training {sub.run.model_name}", retry_in_s=env.poll_s)
+
+
+async def _warm_start_data(env: CampaignEnv, campaign_id: str) -> dict[str, str]:
+    """Trained model -> its round-0 SFT file, for a campaign that warm-started."""
+    for row in await repo.rounds_of(env.store, campaign_id):
+        if row.round == 0:
+            return {model: d["path"] for model, d in row.datasets.items() if d.get("warm_start")}
+    return {}
+
+
+async def _warm_start(
+    env: CampaignEnv, campaign: Campaign, config: CampaignConfig, row: CampaignRound, token: str
+) -> None:
+    """Round 0 before the baseline: build each trained role's SFT set (``thinktank data
+    warm-start``), train each role's first version on it, and serve those versions, so round
+    1 plays models that have seen their format (SPC's round-0 SFT, RLAD's warm start)."""
+    out = campaign_dir(campaign.id) / "round-0" / "warm-start"
+    datasets = dict(row.datasets)
+    if not datasets:
+        manifest_path = out / "manifest.json"
+        if manifest_path.is_file():  # built before the step ran again: not built twice
+            manifest = WarmStartManifest.model_validate_json(manifest_path.read_text())
+        else:
+            warm = config.warm_start_config()
+            env.say(f"round 0: building {warm.method} warm-start data from {warm.n} problems")
+            try:
+                manifest = await build_warm_start(warm, out, models=env.models)
+            except WarmStartError as exc:
+                raise CampaignError(f"round 0: warm start: {exc}") from None
+        models = config.trained_models()
+        for file in manifest.datasets:
+            model = models[WARM_START_EXPORTS[config.kind][file.role]]
+            datasets[model] = {
+                "kind": f"warm-start-{file.role}",
+                "warm_start": True,
+                "path": str(out / file.file),
+                "records": file.records,
+                "sha256": file.data_sha256,
+                "skipped": manifest.skipped,
+            }
+            env.say(f"round 0: {file.role} warm-start set, {file.records} records")
+        await repo.update_round(env.store, campaign.id, 0, token, datasets=datasets)
+    trainings = dict(row.training_runs)
+    versions = dict(row.versions)
+    for model, dataset in datasets.items():
+        if model in versions:
+            continue
+        if not dataset["records"]:
+            trainings[model] = {"skipped": "the warm start built no records for it"}
+            continue
+        sft = SFTConfig.model_validate(
+            {
+                **config.warm_start_train,
+                "data": dataset["path"],
+                "base": config.base,
+                "name": version_name(campaign, model, 0),
+                "role": model,
+            }
+        )
+        await _train_one(env, campaign, config, row, token, model, "sft", sft, trainings, versions)
+    await repo.update_round(
+        env.store, campaign.id, 0, token, training_runs=trainings, versions=versions
+    )
+    if versions:
+        await _serve(env, campaign, config, await repo.get_round(env.store, campaign.id, 0), token)
 
 
 def _is_live(run: Any) -> bool:
@@ -495,6 +589,7 @@ def headline_text(kind: str, metrics: dict[str, Any]) -> str:
 STEPS = {
     "play": _play,
     "export": _export,
+    "warm_start": _warm_start,
     "train": _train,
     "serve": _serve,
     "evaluate": _evaluate,

@@ -40,6 +40,15 @@ class CampaignCreate(BaseModel):
         description="spc: from round 2 on, the games' critic is one version behind the sneaky "
         "generator's (the paper's balancing game)",
     )
+    warm_start: dict[str, Any] | None = Field(
+        None,
+        description="round 0 builds SFT data for each trained role and trains its first "
+        "version on it (options of `thinktank data warm-start`: n, seed, teacher...; {} for "
+        "its defaults); null: start from the base",
+    )
+    warm_start_train: dict[str, Any] = Field(
+        default_factory=dict, description="SFT trainer options of the warm-start trainings"
+    )
     eval: dict[str, Any] = Field(default_factory=dict, description="evaluation run options")
 
 
