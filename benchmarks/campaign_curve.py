@@ -43,11 +43,32 @@ class Size:
     spc_eval: int
     rlad_eval: int
     max_steps: int
+    warm_n: int
+    """problems of the round-0 warm-start data (SPC: 2 critic probes and 1 rewrite each)"""
+    warm_steps: int
 
 
 SIZES = {
-    "quick": Size(rounds=1, spc_games=4, rlad_games=2, spc_eval=4, rlad_eval=2, max_steps=2),
-    "full": Size(rounds=3, spc_games=12, rlad_games=4, spc_eval=16, rlad_eval=8, max_steps=8),
+    "quick": Size(
+        rounds=1,
+        spc_games=4,
+        rlad_games=2,
+        spc_eval=4,
+        rlad_eval=2,
+        max_steps=2,
+        warm_n=16,
+        warm_steps=4,
+    ),
+    "full": Size(
+        rounds=3,
+        spc_games=12,
+        rlad_games=4,
+        spc_eval=16,
+        rlad_eval=8,
+        max_steps=8,
+        warm_n=64,
+        warm_steps=16,
+    ),
 }
 """Sized from what one unit cost on 2 shared cores (load average 4-6, about half an idle
 machine's speed): an SPC game 1.5-3 min and an SPC evaluation problem 15-30 s with 4 at once;
@@ -84,6 +105,13 @@ def campaign_config(kind: str, size: Size, args: argparse.Namespace) -> dict[str
         "base": args.base,
         "game": GAME[kind],
         "train": {**TRAIN, "max_steps": size.max_steps},
+        # round 0 as the papers start: SFT on the recipe's format (template targets)
+        "warm_start": {"n": size.warm_n} if args.warm_start else None,
+        "warm_start_train": (
+            {**TRAIN, "max_steps": size.warm_steps, "learning_rate": 2e-4}
+            if args.warm_start
+            else {}
+        ),
         "seed": args.seed,
     }
 
@@ -164,6 +192,12 @@ def main() -> None:
         help="the trained base (default: the model the embedded default serves, so its engine "
         "serves the adapters)",
     )
+    parser.add_argument(
+        "--warm-start",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="round 0 trains each role by SFT on warm-start data first (the papers' round 0)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated problems")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
@@ -179,7 +213,11 @@ def main() -> None:
     }
     custom = {k: v for k, v in overrides.items() if v is not None}
     size = replace(size, **custom)
-    args.size_name = ("quick" if args.quick else "full") + ("-custom" if custom else "")
+    args.size_name = (
+        ("quick" if args.quick else "full")
+        + ("-custom" if custom else "")
+        + ("" if args.warm_start else "-cold")
+    )
     out = (args.out or Path("benchmarks/results") / f"campaign-curve-{args.size_name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
 

@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Column, Table
 
+from agents.backends.local.catalog import DEFAULT_MODEL
 from agents.model_map import ModelRouter
 from services.cli.campaign_report import campaign_report
 from services.cli.common import CliError, console, escape, open_store, run_async, when
@@ -232,7 +233,11 @@ def campaign_start(
     eval_limit: int = typer.Option(16, min=1, help="evaluation problems per round"),
     baseline: bool = typer.Option(True, help="evaluate the starting models first (round 0)"),
     concurrency: int = typer.Option(4, min=1, max=256, help="games and evaluation runs at once"),
-    base: str = typer.Option("smollm2", help="base model, model directory or model version"),
+    base: str = typer.Option(
+        DEFAULT_MODEL,
+        help="base model (default: the one the embedded default serves), model directory or "
+        "model version",
+    ),
     name: str | None = typer.Option(None, help="the campaign's name (names its model versions)"),
     game: Annotated[
         list[str] | None, typer.Option("--game", "-g", help="game option FIELD=VALUE (repeatable)")

@@ -25,6 +25,7 @@ from training.jobs.local import pid_alive
 # the world of the API's campaign test: only the sneaky generator has a signal to train on
 CAMPAIGN = {
     "kind": "spc",
+    "base": "smollm2",
     "name": "tied",
     "rounds": 1,
     "games_per_round": 2,

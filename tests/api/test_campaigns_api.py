@@ -88,6 +88,7 @@ def wait_for_campaign(client: httpx.Client, campaign_id: str, timeout_s: float =
 
 BODY = {
     "kind": "spc",
+    "base": "smollm2",
     "name": "api-apples",
     "rounds": 1,
     "games_per_round": 2,

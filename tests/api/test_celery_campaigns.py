@@ -108,6 +108,8 @@ def test_a_campaign_survives_the_death_of_the_worker_driving_it(
                 env["LABELLED"],
                 "-g",
                 "rollouts=2",
+                "--base",
+                "smollm2",
                 "--no-watch",
             ],
             env=env,

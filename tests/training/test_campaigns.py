@@ -103,6 +103,7 @@ def spc_world(*, fooled_every: int | None = None) -> ScriptedBackend:
 def spc_config(tmp_path: Path, **overrides: Any) -> CampaignConfig:
     settings: dict[str, Any] = {
         "kind": "spc",
+        "base": "smollm2",
         "rounds": 2,
         "games_per_round": 2,
         "problems": str(problems_file(tmp_path / "problems.jsonl")),
@@ -445,7 +446,13 @@ async def test_an_rlad_round_is_headed_by_its_solve_rate_with_an_interval(
     env = CampaignEnv(store, ModelRouter.single(model), sqlite_url)
     problems = str(problems_file(tmp_path / "problems.jsonl", count=3))
     config = CampaignConfig.model_validate(
-        {"kind": "rlad", "problems": problems, "eval_problems": problems, "eval_limit": 3}
+        {
+            "kind": "rlad",
+            "base": "smollm2",
+            "problems": problems,
+            "eval_problems": problems,
+            "eval_limit": 3,
+        }
     )
     campaign = await create_campaign(store, config, name="hints", driver="embedded")
     assert campaign.driver_token is not None

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agents.backends.local.catalog import DEFAULT_MODEL
 from agents.model_map import ModelRouter
 from agents.paths import data_dir
 from graphs.options import explain
@@ -20,7 +21,7 @@ from store import model_versions
 from store.runs import Store
 from store.tables.campaigns import Campaign
 from training import jobs
-from training.config import DEFAULT_BASE, RLConfig, SFTConfig
+from training.config import RLConfig, SFTConfig
 from training.critic_eval import CriticEvalConfig
 from training.games import FILLED_FROM_PROBLEM
 from training.step_probe_eval import StepProbeConfig
@@ -122,8 +123,10 @@ class CampaignConfig(BaseModel):
     baseline: bool = Field(True, description="evaluate the starting models first (round 0)")
     concurrency: int = Field(4, ge=1, le=256, description="games and evaluation runs at once")
     base: str = Field(
-        DEFAULT_BASE,
-        description="the base model of roles that have no version yet ('smollm2', a model "
+        DEFAULT_MODEL,
+        description="the base model of roles that have no version yet (default: the model the "
+        "embedded default serves, so its engine serves the adapters; another base model of "
+        "`thinktank models base` such as 'smollm2', a model "
         "directory, or a registered model version to start from)",
     )
     game: dict[str, Any] = Field(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.backends.local.catalog import DEFAULT_MODEL
 from training.campaigns.report import RoundReport
 
 
@@ -27,7 +28,11 @@ class CampaignCreate(BaseModel):
     eval_limit: int = Field(16, ge=1, le=100_000)
     baseline: bool = Field(True, description="evaluate the starting models first (round 0)")
     concurrency: int = Field(4, ge=1, le=256)
-    base: str = Field("smollm2", max_length=200)
+    base: str = Field(
+        DEFAULT_MODEL,
+        max_length=200,
+        description="the trained base model (default: the one the embedded default serves)",
+    )
     game: dict[str, Any] = Field(default_factory=dict, description="options of every game run")
     train: dict[str, Any] = Field(default_factory=dict, description="RL trainer options")
     train_roles: dict[str, dict[str, Any]] = Field(
