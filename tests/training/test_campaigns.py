@@ -506,3 +506,35 @@ def test_warm_start_options_are_checked_when_the_campaign_starts(tmp_path: Path)
         spc_config(tmp_path, warm_start_train={"epochs": 2})
     with pytest.raises(ValidationError, match="filled in by the campaign"):
         spc_config(tmp_path, warm_start={"recipe": "rlad"})
+
+
+async def test_a_campaign_from_a_registered_version_plays_and_evaluates_with_it(
+    store: Store, sqlite_url: str, tmp_path: Path, home: Path
+) -> None:
+    await model_versions.register_model_version(
+        store,
+        name="start-v1",
+        kind="sft",
+        role="critic",
+        base_model="smollm2",
+        adapter_path=model_versions.adapter_dir("start-v1"),
+        dataset_hash="ab" * 32,
+        metrics={},
+        config={},
+    )
+    # the critic always finds the planted step: no side has a signal, nothing trains
+    env = CampaignEnv(store, ModelRouter.single(spc_world()), sqlite_url, poll_s=0.1)
+    config = spc_config(tmp_path, rounds=1, base="start-v1")
+    campaign = await create_campaign(store, config, name="from-v1", driver="embedded")
+    assert campaign.driver_token is not None
+    ended = await asyncio.wait_for(drive(env, campaign.id, campaign.driver_token), 120)
+
+    assert (ended.status, ended.error) == ("succeeded", None)
+    baseline, first = await repo.rounds_of(store, campaign.id)
+    start = {"critic": "start-v1", "sneaky": "start-v1"}
+    assert baseline.metrics["eval"]["versions"] == start
+    assert first.metrics["played_with"] == start
+    for run_id in first.run_ids:
+        by_role = {t.role: t.adapter for t in await store.turns(run_id)}
+        assert by_role["critic"] == by_role["sneaky_generator"] == "start-v1"
+        assert by_role["solver"] is None  # the roll-outs' solver is not a trained model

@@ -61,7 +61,8 @@ async def _play(
     spec = KINDS[config.kind]
     fresh = await repo.get_campaign(env.store, campaign.id)
     run_ids: list[str] = []
-    adapters = await game_adapters(env.store, campaign.id, config, row.round, fresh.versions)
+    current = {**await starting_versions(env.store, config), **fresh.versions}
+    adapters = await game_adapters(env.store, campaign.id, config, row.round, current)
     # a file or generator of many problems takes seconds to read: not on the event loop
     problems = await asyncio.to_thread(_round_problems, config, row.round)
     for index, problem in enumerate(problems):
@@ -110,6 +111,17 @@ async def _play(
     await repo.update_round(env.store, campaign.id, row.round, token, metrics=metrics)
 
 
+async def starting_versions(store: Store, config: CampaignConfig) -> dict[str, str]:
+    """Trained model -> the registered version ``base`` names, for a campaign that starts from
+    one: until a model has a version of the campaign's own, it plays and is evaluated with
+    that version's adapter, not the bare weights beneath it (it trains from it too)."""
+    try:
+        await model_versions.get_model_version(store, config.base)
+    except (model_versions.ModelVersionNotFound, ValueError):
+        return {}
+    return dict.fromkeys(set(config.trained_models().values()), config.base)
+
+
 async def game_adapters(
     store: Store, campaign_id: str, config: CampaignConfig, round_: int, current: dict[str, str]
 ) -> dict[str, str]:
@@ -129,7 +141,11 @@ async def game_adapters(
         if (row.round == 0 or row.round < round_ - 1) and critic in row.versions:
             behind = row.versions[critic]
     if behind is None:
-        adapters.pop(critic, None)
+        start = await starting_versions(store, config)
+        if critic in start:
+            adapters[critic] = start[critic]
+        else:
+            adapters.pop(critic, None)
     else:
         adapters[critic] = behind
     return adapters
@@ -461,7 +477,7 @@ async def _evaluate(
     env: CampaignEnv, campaign: Campaign, config: CampaignConfig, row: CampaignRound, token: str
 ) -> None:
     fresh = await repo.get_campaign(env.store, campaign.id)
-    adapters = dict(fresh.versions)
+    adapters = {**await starting_versions(env.store, config), **fresh.versions}
     name = f"campaign-{campaign.id}-r{row.round}"
     if config.kind == "spc":
         metrics = await _evaluate_critic(env, campaign, config, row, adapters, name)
