@@ -324,6 +324,7 @@ async def _train_one(
     if sub.action in ("start", "resume"):
         attempts = int(entry.get("attempts", 0))
         if sub.action == "resume" and sub.run.status == "failed" and attempts >= TRAIN_ATTEMPTS:
+            trainings[model] = entry
             await repo.update_round(
                 env.store, campaign.id, row.round, token, training_runs=trainings
             )
