@@ -198,7 +198,8 @@ async def test_a_campaign_whose_ray_training_dies_retries_once_then_fails_with_t
     monkeypatch.setenv("THINKTANK_HOME", str(tmp_path / "home"))
     launcher = {"launcher": "ray", "ray_address": ray_address, "ray_python": shutil.which("false")}
     config = spc_config(tmp_path, rounds=1, baseline=False, launcher=launcher)
-    env = CampaignEnv(store, ModelRouter.single(spc_world()), sqlite_url, poll_s=0.2)
+    # one game of two fools the critic: its rewards differ, so it has a signal to train on
+    env = CampaignEnv(store, ModelRouter.single(spc_world(fooled_every=2)), sqlite_url, poll_s=0.2)
     campaign = await create_campaign(store, config, name="dies", driver="embedded")
     assert campaign.driver_token is not None
 
