@@ -69,7 +69,7 @@ async def evaluation_items(store: Store, evaluation_id: str) -> list[EvaluationI
     query = (
         select(EvaluationItem)
         .where(EvaluationItem.evaluation_id == evaluation_id)
-        .order_by(EvaluationItem.id)
+        .order_by(EvaluationItem.position.is_(None), EvaluationItem.position, EvaluationItem.id)
     )
     async with store.session() as session:
         return list((await session.scalars(query)).all())
@@ -83,12 +83,14 @@ async def add_item(
     pattern: str,
     run_id: str,
     reference: str | None,
+    position: int | None = None,
 ) -> EvaluationItem:
     """The item of (problem, pattern), created pending with its run unless it exists."""
     row = EvaluationItem(
         evaluation_id=evaluation_id,
         problem_id=problem_id,
         pattern=pattern,
+        position=position,
         run_id=run_id,
         reference=reference,
         status="pending",

@@ -60,6 +60,9 @@ class EvaluationItem(Base):
     )
     problem_id: Mapped[str] = mapped_column(String(200))
     pattern: Mapped[str] = mapped_column(String(64))
+    # the problem's index in the evaluation's source: items are written in the order their
+    # runs start, which concurrency shuffles, and read back in problem order
+    position: Mapped[int | None] = mapped_column(Integer)
     run_id: Mapped[str | None] = mapped_column(
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
     )

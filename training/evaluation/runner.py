@@ -119,22 +119,25 @@ async def run_jobs(
         for row in await repo.evaluation_items(store, evaluation.id)
     }
     results: dict[tuple[str, str], ItemResult] = {}
-    todo: list[Job] = []
-    for job in jobs:
+    todo: list[tuple[int, Job]] = []
+    for position, job in enumerate(jobs):
         row = stored.get((job.problem.id, job.pattern))
         if row is not None and row.status in ("succeeded", "cancelled"):
             results[(job.problem.id, job.pattern)] = ItemResult.from_row(row)
         else:
-            todo.append(job)
+            todo.append((position, job))
     progress = Progress(name=evaluation.name, total=len(jobs), resumed=len(results))
     for result in results.values():
         _count(progress, result)
     if on_progress:
         on_progress(progress)
 
-    async def run_one(job: Job) -> None:
+    async def run_one(todo_item: tuple[int, Job]) -> None:
+        position, job = todo_item
         try:
-            result = await _run_job(store, models, database_url, evaluation, job, stored, score)
+            result = await _run_job(
+                store, models, database_url, evaluation, job, position, stored, score
+            )
         except Exception as exc:  # a bug or an outage: the item stays pending
             log.exception("%s/%s could not be evaluated", job.pattern, job.problem.id)
             result = _pending(job, stored, reason=f"not evaluated: {exc}")
@@ -167,6 +170,7 @@ async def _run_job(
     database_url: str,
     evaluation: Evaluation,
     job: Job,
+    position: int,
     stored: dict[tuple[str, str], EvaluationItem],
     score: Scorer,
 ) -> ItemResult:
@@ -187,6 +191,7 @@ async def _run_job(
                 pattern=job.pattern,
                 run_id=run.id,
                 reference=_reference(job.problem),
+                position=position,
             )
         if row.run_id != run.id:  # its old run was deleted (the key is SET NULL)
             await repo.attach_run(store, row.id, run.id)
