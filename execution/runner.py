@@ -37,12 +37,15 @@ class CancelWatch:
     ``interval_s``: a database read before every turn would cost more than the turn's own
     bookkeeping, and a cancel only needs to land between turns."""
 
-    def __init__(self, store: Store, run_id: str, interval_s: float = 0.5) -> None:
+    def __init__(
+        self, store: Store, run_id: str, interval_s: float = 0.5, *, known: bool | None = None
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.interval_s = interval_s
-        self.checked_at = -interval_s
-        self.cancelled = False
+        # ``known``: the flag as the claim just read it, which spares the first turn a read
+        self.checked_at = -interval_s if known is None else time.monotonic()
+        self.cancelled = bool(known)
 
     async def __call__(self) -> bool:
         now = time.monotonic()
@@ -271,7 +274,7 @@ async def _execute(
             budget=TokenBudget(limit=config.token_budget, spent=spent),
             config=config,
             resuming=resuming or spent > 0,
-            is_cancelled=CancelWatch(store, run_id),
+            is_cancelled=CancelWatch(store, run_id, known=run.cancel_requested),
             stream_tokens=stream_tokens,
             adapters=dict(config.adapters),
         )

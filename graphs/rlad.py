@@ -14,6 +14,7 @@ abstraction player's training data is made of (on-policy), not a piece of a long
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import operator
 from typing import Annotated, Any, TypedDict
@@ -483,8 +484,8 @@ async def score(state: RladState, runtime: Runtime[RunContext]) -> dict[str, Any
                 baseline_reward=baseline_reward,
             )
         )
-    for record in records:
-        await ctx.recorder.record_outcome(ctx.run_id, record)
+    # at once, so the store commits them in one transaction
+    await asyncio.gather(*(ctx.recorder.record_outcome(ctx.run_id, r) for r in records))
     if reference is not None:
         await ctx.recorder.emit(
             ctx.run_id,

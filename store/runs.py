@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -20,6 +22,7 @@ from roles.outcomes import Outcome
 from store import metrics
 from store.bus import EventBus
 from store.db import is_transient, sessionmaker, sync_twin
+from store.group_commit import GroupCommit, Work
 from store.outcomes import outcome_table
 from store.tables.runs import Base, Event, Run, Turn, new_run_id, utcnow
 
@@ -87,6 +90,44 @@ def insert_event(connection: Connection, run_id: str, event: str, payload: dict[
     return int(result.scalar_one())
 
 
+@dataclass(frozen=True)
+class RowWithEvent:
+    """One row upserted and the event that announces it, committed together: what a turn or
+    an outcome writes. A transaction that holds several with one statement (a fan-in's
+    turns) writes them as two multi-row statements instead of two statements each."""
+
+    statement: Insert
+    values: dict[str, Any]
+    run_id: str
+    event: str
+    payload: dict[str, Any]
+
+    def __call__(self, connection: Connection) -> int:
+        connection.execute(self.statement, self.values)
+        return insert_event(connection, self.run_id, self.event, self.payload)
+
+
+def run_works(connection: Connection, works: list[Work]) -> list[Any]:
+    """Every work in order; runs of :class:`RowWithEvent` on one table merged."""
+    results: list[Any] = []
+    # by identity: a statement's == builds SQL, and the store builds each upsert once
+    for _, group in itertools.groupby(
+        works, key=lambda w: id(w.statement) if isinstance(w, RowWithEvent) else id(w)
+    ):
+        same = list(group)
+        if len(same) == 1 or not isinstance(same[0], RowWithEvent):
+            results.extend(work(connection) for work in same)
+            continue
+        rows: list[RowWithEvent] = same  # type: ignore[assignment]
+        connection.execute(rows[0].statement, [row.values for row in rows])
+        ids = connection.execute(
+            insert(Event).returning(Event.id, sort_by_parameter_order=True),
+            [{"run_id": r.run_id, "type": r.event, "payload": r.payload} for r in rows],
+        )
+        results.extend(int(event_id) for event_id in ids.scalars().all())
+    return results
+
+
 def without_nul(value: Any) -> Any:
     """``value`` with every NUL character in its strings replaced by U+FFFD."""
     if isinstance(value, str):
@@ -128,8 +169,9 @@ def turn_record(row: Turn) -> TurnRecord:
 class Store:
     """Runs and turns on one database; also the recorder the graphs write turns through.
 
-    Each turn is committed as it happens, so whatever kills a run later, the transcript up
-    to that turn is on disk.
+    Each turn is committed before its recording returns, so whatever kills a run later, the
+    transcript up to that turn is on disk. Writes that arrive together (a fan-in's turns,
+    concurrent runs' events) share one transaction (see :mod:`store.group_commit`).
     """
 
     def __init__(
@@ -152,22 +194,30 @@ class Store:
         if engine.dialect.name == "sqlite":
             self._sqlite_writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
             self._sync_engine = sync_twin(engine)
+        self._writer = GroupCommit(self._transaction)
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one committed transaction.
+        """Run ``work`` in a committed transaction, shared with the writes that queue beside it."""
+        result: T = await self._writer.write(work)
+        return result
+
+    async def _transaction(self, works: list[Work]) -> list[Any]:
+        """Run ``works`` in one committed transaction.
 
         A database that is briefly unreachable (a restart, a failover) is waited for: the
-        write is retried with backoff for up to ``write_retry_s``, so a run rides out the
-        outage instead of failing. Past that the error reaches the caller.
+        transaction is retried with backoff for up to ``write_retry_s``, so a run rides out
+        the outage instead of failing. Past that the error reaches the callers.
         """
         delay, deadline = 0.1, time.monotonic() + self.write_retry_s
         while True:
             try:
                 if self._sqlite_writer is not None:
                     loop = asyncio.get_running_loop()
-                    return await loop.run_in_executor(self._sqlite_writer, self._write_sync, work)
+                    return await loop.run_in_executor(
+                        self._sqlite_writer, self._transaction_sync, works
+                    )
                 async with self.engine.begin() as connection:
-                    return await connection.run_sync(work)
+                    return await connection.run_sync(run_works, works)
             except DBAPIError as exc:
                 if not is_transient(exc) or time.monotonic() + delay > deadline:
                     raise
@@ -175,9 +225,9 @@ class Store:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _write_sync(self, work: Callable[[Connection], T]) -> T:
+    def _transaction_sync(self, works: list[Work]) -> list[Any]:
         with self._sync_engine.begin() as connection:
-            return work(connection)
+            return run_works(connection, works)
 
     def _upsert(self, table: type[Base]) -> Insert:
         if table not in self._upserts:
@@ -488,13 +538,8 @@ class Store:
         values["latency_ms"] = turn.latency_s * 1000.0
         # The event shows the turn, not its token arrays (training reads them from the table).
         payload = without_nul(turn.model_dump(mode="json", exclude=TURN_EVENT_OMITS))
-        upsert = self._upsert(Turn)
-
-        def write(connection: Connection) -> int:
-            connection.execute(upsert, values)
-            # the turn and its event commit together: a replayed stream shows every turn
-            return insert_event(connection, turn.run_id, "turn_finished", payload)
-
+        # the turn and its event commit together: a replayed stream shows every turn
+        write = RowWithEvent(self._upsert(Turn), values, turn.run_id, "turn_finished", payload)
         event_id = await self._write(write)
         metrics.observe_turn(turn)
         await self._publish(turn.run_id, event_id, "turn_finished", payload)
@@ -547,12 +592,7 @@ class Store:
         fields = without_nul(outcome.model_dump(mode="json"))  # model text, as in turns
         values = {"run_id": run_id, **fields}
         payload = {"kind": outcome.kind, **fields}
-        upsert = self._upsert(table)
-
-        def write(connection: Connection) -> int:
-            connection.execute(upsert, values)
-            return insert_event(connection, run_id, "outcome", payload)
-
+        write = RowWithEvent(self._upsert(table), values, run_id, "outcome", payload)
         event_id = await self._write(write)
         await self._publish(run_id, event_id, "outcome", payload)
 
