@@ -31,13 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from floor import floor, floor_line
-from scratch_db import create_scratch_database, drop_scratch_database
+from scratch_db import close_stores, create_scratch_database, drop_scratch_database, store_for
 
 from agents.backends.scripted import ScriptedBackend
 from agents.model_map import ModelRouter
 from execution.runner import execute_run, submit_run
-from store.db import create_engine, migrate
-from store.runs import Store
 
 CEO = (
     "### Decision: <Continue>\n### Recruit Number: {k}\n### Direction: go\n### Maximum Tokens: 128"
@@ -83,18 +81,6 @@ class Timeline:
 
 
 STREAM_TOKENS = False
-
-
-_STORES: dict[str, Store] = {}
-
-
-async def store_for(database_url: str) -> Store:
-    """One store per database for the whole benchmark, as a worker process keeps one."""
-    if database_url not in _STORES:
-        engine = create_engine(database_url)
-        await migrate(engine)
-        _STORES[database_url] = Store(engine)
-    return _STORES[database_url]
 
 
 async def one_run(
@@ -204,9 +190,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"{floor_line(figures)}"
                 )
     finally:
-        for store in _STORES.values():
-            await store.close()
-            await store.engine.dispose()
+        await close_stores()
         if pg_name:
             drop_scratch_database(args.postgres, pg_name)
 

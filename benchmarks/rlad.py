@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from floor import floor, floor_line
-from scratch_db import create_scratch_database, drop_scratch_database
+from scratch_db import close_stores, create_scratch_database, drop_scratch_database, store_for
 
 from agents.backends.scripted import ScriptedBackend
 from agents.model_map import ModelRouter
 from execution.runner import execute_run, submit_run
-from store.db import create_engine, migrate
-from store.runs import Store
 
 K, M = 4, 4
 ABSTRACTION = "<abstraction>Hint: split the product into easier products.</abstraction>"
@@ -46,18 +44,6 @@ def scripted(latency_s: float) -> ScriptedBackend:
         },
         latency_s=latency_s,
     )
-
-
-_STORES: dict[str, Store] = {}
-
-
-async def store_for(database_url: str) -> Store:
-    """One store per database for the whole benchmark, as a worker process keeps one."""
-    if database_url not in _STORES:
-        engine = create_engine(database_url)
-        await migrate(engine)
-        _STORES[database_url] = Store(engine)
-    return _STORES[database_url]
 
 
 async def one_run(database_url: str, latency_s: float, config: dict[str, Any]) -> tuple[float, int]:
@@ -116,9 +102,7 @@ async def main(args: argparse.Namespace) -> None:
                 figures = await floor([K, K * M], latency, url, args.repeats)
                 print(f"   {label:<10} {latency * 1000:>4.0f} ms/call  {floor_line(figures)}")
     finally:
-        for store in _STORES.values():
-            await store.close()
-            await store.engine.dispose()
+        await close_stores()
         if pg_name:
             drop_scratch_database(args.postgres, pg_name)
 

@@ -1,8 +1,30 @@
-"""A throwaway PostgreSQL database for one benchmark run, created and dropped by name."""
+"""A throwaway PostgreSQL database for one benchmark run, created and dropped by name, and
+the one store a benchmark keeps per database for all its runs, as a worker process does."""
 
 from __future__ import annotations
 
 import uuid
+
+from store.db import create_engine, migrate
+from store.runs import Store
+
+_STORES: dict[str, Store] = {}
+
+
+async def store_for(database_url: str) -> Store:
+    """The benchmark's store on ``database_url``, migrated when first asked for."""
+    if database_url not in _STORES:
+        engine = create_engine(database_url)
+        await migrate(engine)
+        _STORES[database_url] = Store(engine)
+    return _STORES[database_url]
+
+
+async def close_stores() -> None:
+    for store in _STORES.values():
+        await store.close()
+        await store.engine.dispose()
+    _STORES.clear()
 
 
 def _libpq(admin_url: str) -> str:
