@@ -299,6 +299,7 @@ async def evaluate_step_probes(
     evaluation (a verdict that was never given is not a wrong verdict)."""
     source = resolve_source(config.source)
     config = config.model_copy(update={"source": source})
+
     # reading many problems and cutting them into probes takes seconds: not on the event loop
     # an API may share
     def prepare() -> tuple[list[Problem], list[StepProbe]]:
