@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from store.db import is_transient
+
 Work = Callable[[Connection], Any]
 Transaction = Callable[[list[Work]], Awaitable[list[Any]]]
 
@@ -34,7 +36,9 @@ class GroupCommit:
 
     ``transaction(works)`` runs the works in one committed transaction and returns their
     results. A batch that fails is run again one write per transaction, so a write's own
-    error (an idempotency key taken, say) reaches only its caller and the others commit.
+    error (an idempotency key taken, say) reaches only its caller and the others commit. An
+    outage that outlasted ``transaction``'s own retries fails the whole batch at once: run one
+    by one, each write would wait the retries out again.
     """
 
     def __init__(self, transaction: Transaction, *, max_batch: int = 64) -> None:
@@ -76,8 +80,9 @@ class GroupCommit:
         try:
             results = await self._transaction([work for work, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], error=exc)
+            if len(batch) == 1 or is_transient(exc):
+                for _, future in batch:
+                    _settle(future, error=exc)
                 return
             for work, future in batch:
                 try:
