@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -42,8 +42,32 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from agents.genai_metrics import metrics_active, record_invocation, record_model_call
 
 if TYPE_CHECKING:
-    from agents.calls import Agent, RunContext
     from agents.model import ModelBackend, ModelRequest, ModelResponse, TextCallback
+
+
+# What a span reads of the agent and the run context of ``agents.calls``, named here rather
+# than imported from it: ``agents.calls`` imports this module to trace its calls.
+class Speaker(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def description(self) -> str | None: ...
+
+
+class Models(Protocol):
+    def get(self, logical_name: str) -> ModelBackend: ...
+
+
+class CallContext(Protocol):
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def models(self) -> Models: ...
+
 
 tracer = trace.get_tracer("thinktank.agents")
 
@@ -190,7 +214,7 @@ def traced_ask(*, expected: tuple[type[BaseException], ...] = ()) -> Callable[[F
 
     def decorate(ask: F) -> F:
         @functools.wraps(ask)
-        async def traced(ctx: RunContext, agent: Agent, messages: Any, **kwargs: Any) -> Any:
+        async def traced(ctx: CallContext, agent: Speaker, messages: Any, **kwargs: Any) -> Any:
             tracing, measuring = tracing_active(), metrics_active()
             if not (tracing or measuring):
                 return await ask(ctx, agent, messages, **kwargs)
@@ -237,7 +261,7 @@ def traced_ask(*, expected: tuple[type[BaseException], ...] = ()) -> Callable[[F
     return decorate
 
 
-def _requested_model(ctx: RunContext, agent: Agent) -> str | None:
+def _requested_model(ctx: CallContext, agent: Speaker) -> str | None:
     """The model the agent's calls go to, known before the turn starts (a sampler reads
     it); None when the agent's model cannot be resolved (the turn then fails saying so)."""
     try:
