@@ -185,6 +185,9 @@ def main() -> None:
         "--eval-limit", type=int, default=None, help="evaluation problems (both kinds)"
     )
     parser.add_argument("--max-steps", type=int, default=None, help="steps of each training")
+    parser.add_argument(
+        "--warm-steps", type=int, default=None, help="steps of each round-0 warm-start training"
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="games and evaluations at once")
     parser.add_argument(
         "--base",
@@ -210,6 +213,7 @@ def main() -> None:
         "spc_eval": args.eval_limit,
         "rlad_eval": args.eval_limit,
         "max_steps": args.max_steps,
+        "warm_steps": args.warm_steps,
     }
     custom = {k: v for k, v in overrides.items() if v is not None}
     size = replace(size, **custom)

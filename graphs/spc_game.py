@@ -1,16 +1,16 @@
 """One SPC self-play game between a sneaky generator and a step critic.
 
-Take a correct solution (given, or generated and checked against the reference answer) ->
-pick one of its steps -> the sneaky generator rewrites that step into a subtly wrong one and
-names the error type -> validity check: the solver completes the solution N times from the
-original prefix and N times from the sneaky one, all at once; the rewrite is a real error only
-if the original succeeds often enough (paper: >= 75%) and the sneaky one (almost) never (paper:
-0%) -> the critic judges the sneaky step and, as the paired sample, the untouched original step,
-both at once -> the game is scored (critic +1 / sneaky -1 when the error is caught, the reverse
-when the critic is fooled, sneaky -1 for an invalid rewrite; a verdict still unreadable after
-one re-ask is its own result, see ``roles.spc.GAME_REWARDS``) and stored as an ``SpcGame``.
-A run that cannot finish a game (no correct solution, the budget) ends with that stop reason
-and no record: a half-played game would teach nothing.
+Take a correct solution (given, or generated and checked against the reference answer) -> pick
+one of its steps that computes -> the sneaky generator rewrites that step into a subtly wrong
+one and names the error type -> validity check: the solver completes the solution N times from
+the original prefix and N times from the sneaky one, all at once; the rewrite is a real error
+only if the original succeeds often enough (paper: >= 75%) and the sneaky one (almost) never
+(paper: 0%) -> the critic judges the sneaky step and, as the paired sample, the untouched
+original step, both at once -> the game is scored (critic +1 / sneaky -1 when the error is
+caught, the reverse when the critic is fooled, sneaky -1 for an invalid rewrite; a verdict still
+unreadable after one re-ask is its own result, see ``roles.spc.GAME_REWARDS``) and stored as an
+``SpcGame``. A run that cannot finish a game (no correct solution, the budget) ends with that
+stop reason and no record: a half-played game would teach nothing.
 
 The sneaky generator and the critic are logical model names, so a campaign can pair the
 round-k generator with the round-(k-1) critic (the paper's "balancing game") in the model map.
@@ -63,7 +63,9 @@ class SpcGameConfig(PatternConfig):
         None,
         ge=0,
         le=MAX_STEPS,
-        description="0-based step to rewrite (default: a random step; past the end: the last)",
+        description=(
+            "0-based step to rewrite (default: a random step that computes; past the end: the last)"
+        ),
     )
     rollouts: int = Field(
         8, ge=1, le=64, description="completions per prefix in the validity check (N)"
@@ -192,8 +194,9 @@ async def pick_step(state: SpcGameState, runtime: Runtime[RunContext]) -> dict[s
     if cfg.step_index is not None:
         index = min(cfg.step_index, len(steps) - 1)
     else:
-        # Seeded by the run, so a resumed run picks the same step.
-        index = random.Random(ctx.run_id).randrange(len(steps))
+        # Seeded by the run, so a resumed run picks the same step; among the steps that
+        # compute (see roles.spc.rewritable_steps for why not any step, as the paper does).
+        index = random.Random(ctx.run_id).choice(roles.rewritable_steps(steps))
     return {"steps": steps, "step_index": index}
 
 

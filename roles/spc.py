@@ -200,6 +200,32 @@ def split_steps(solution: str) -> list[str]:
     return paragraphs
 
 
+_BOXED_ANSWER = re.compile(r"\\(?:boxed|fbox)\s*\{[^{}]*\}")
+_COMPUTATION = re.compile(r"\d\s*(?:[-+*/×÷^]\s*\(?-?\d|=)|=\s*\(?-?\$?\d")
+"""A number with an operator and a number after it, or an ``=`` beside a number."""
+
+
+def computes(step: str) -> bool:
+    """Whether a step states a computation, not counting the boxed answer it may end with.
+
+    "So the total is 23 + 6 = 29." computes; "The answer is \\boxed{29}." only restates one.
+    """
+    return bool(_COMPUTATION.search(_BOXED_ANSWER.sub("", step)))
+
+
+def rewritable_steps(steps: Sequence[str]) -> list[int]:
+    """The steps a sneaky rewrite is played on: those that compute (every step when none do).
+
+    Departure from the paper, which picks any step at random: the paper's solvers write
+    PRM800K-style steps that each compute, while a small model's solution opens with a plan
+    and ends with a line that restates the boxed answer. Rewriting such a line plants no error
+    that later steps carry (a roll-out recomputes the answer and the game is invalid), so those
+    lines are not offered to the sneaky generator.
+    """
+    found = [index for index, step in enumerate(steps) if computes(step)]
+    return found or list(range(len(steps)))
+
+
 def completed_answer(steps: Sequence[str], completion: str) -> str | None:
     """The final answer of ``steps`` continued by ``completion``: the last one stated."""
     return extract_answer(join_steps([*steps, shared_text(completion)]))
@@ -271,11 +297,30 @@ def _error_type(text: str | None) -> tuple[int | None, str | None]:
     return None, None
 
 
+_PLACEHOLDER = re.compile(r"<[^<>\n]{1,60}>")
+_DIGIT = re.compile(r"\d")
+
+
+def _not_a_step(step: str, original_step: str) -> str | None:
+    """Why a rewrite is not a step the game can test, or None when it is one."""
+    if _same_step(step, original_step):
+        return "the step is unchanged"
+    if _PLACEHOLDER.fullmatch(step.strip()) or "rewritten step" in step.lower():
+        # a small model copies the format line's placeholder instead of filling it
+        return "the step is the format's placeholder"
+    if _DIGIT.search(original_step) and not _DIGIT.search(step):
+        # a plan or a comment in place of the step: a step that computed states a number
+        return "the step states no number, the correct one does"
+    return None
+
+
 def parse_sneaky_rewrite(text: str, original_step: str) -> SneakyRewrite:
     """The error type, the plan and the rewritten step.
 
-    The step is usable when present and different from the original; a missing or unknown
-    error type is a parse failure but leaves a usable step usable (the game can still test it).
+    The step is usable when present, different from the original and a step (not the
+    format's placeholder, not a plan without the numbers the correct step states); a missing
+    or unknown error type is a parse failure but leaves a usable step usable (the game can
+    still test it). An unusable step is an invalid rewrite: the sneaky generator earns -1.
     """
     visible = shared_text(text)
     errors: list[str] = []
@@ -287,8 +332,8 @@ def parse_sneaky_rewrite(text: str, original_step: str) -> SneakyRewrite:
     step = step or None
     if step is None:
         errors.append("no incorrect step")
-    elif _same_step(step, original_step):
-        errors.append("the step is unchanged")
+    elif (fault := _not_a_step(step, original_step)) is not None:
+        errors.append(fault)
         step = None
     return SneakyRewrite(
         error_type_id=type_id,

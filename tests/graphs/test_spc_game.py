@@ -291,6 +291,18 @@ async def test_a_generated_solution_is_checked_against_the_reference(harness: Ru
     assert [c["correct"] for c in checks] == [False, True]
 
 
+async def test_the_step_played_on_is_one_that_computes(harness: RunHarness) -> None:
+    # a plan first and a line restating the boxed answer last, as a small model writes them
+    solution = "\n\n".join(["Let's count the apples.", *STEPS])
+    picked = set()
+    for _ in range(8):
+        _, [game], _ = await play(harness, backend(), solution=solution, step_index=None)
+        picked.add(game.step_index)
+    # the steps "3 * 4 = 12" and "12 - 2 = 10": a random pick of any of the 4 steps would
+    # land on the plan or the closing line in 8 games all but once in 250
+    assert picked <= {1, 2}
+
+
 async def test_no_correct_solution_ends_the_run_without_a_game(harness: RunHarness) -> None:
     model = backend(solver=["I think it is \\boxed{7}."])
     outcome, games, turns = await play(harness, model, solution=None, solution_attempts=3)
