@@ -201,6 +201,10 @@ def split_steps(solution: str) -> list[str]:
 
 
 _BOXED_ANSWER = re.compile(r"\\(?:boxed|fbox)\s*\{[^{}]*\}")
+_ANSWER_LINE = re.compile(
+    r"^[\s*#>_-]*(?:final\s+answer\b|the\s+answer\s+is\b|answer\s*[:*]).*$",
+    flags=re.IGNORECASE | re.MULTILINE,
+)
 _COMPUTATION = re.compile(r"\d\s*(?:[-+*/×÷^]\s*\(?-?\d|=)|=\s*\(?-?\$?\d")
 """A number with an operator and a number after it, or an ``=`` beside a number."""
 
@@ -208,9 +212,11 @@ _COMPUTATION = re.compile(r"\d\s*(?:[-+*/×÷^]\s*\(?-?\d|=)|=\s*\(?-?\$?\d")
 def computes(step: str) -> bool:
     """Whether a step states a computation, not counting the boxed answer it may end with.
 
-    "So the total is 23 + 6 = 29." computes; "The answer is \\boxed{29}." only restates one.
+    "So the total is 23 + 6 = 29." computes; "The answer is \\boxed{29}." and
+    "Final answer: x = -1" only restate one.
     """
-    return bool(_COMPUTATION.search(_BOXED_ANSWER.sub("", step)))
+    stated = _ANSWER_LINE.sub("", _BOXED_ANSWER.sub("", step))
+    return bool(_COMPUTATION.search(stated))
 
 
 def rewritable_steps(steps: Sequence[str]) -> list[int]:
