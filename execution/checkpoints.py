@@ -7,9 +7,9 @@ import contextlib
 import select
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.engine import make_url
@@ -92,6 +92,25 @@ async def _close_sqlite(saver: AsyncSqliteSaver) -> None:
         with contextlib.suppress(Exception):
             await saver.conn.rollback()
         await saver.conn.close()
+
+
+def settle_first(saver: BaseCheckpointSaver, settle: Callable[[], Awaitable[None]]) -> None:
+    """Make ``saver`` await ``settle`` before it writes anything: a run's recorder commits its
+    turns behind the run (``store.run_recorder``), and a checkpoint must not be on disk ahead
+    of the turns it was made from, or a run killed between the two would resume past turns
+    it never stored. Wrapped on the instance, so the saver classes stay imported lazily."""
+    put, put_writes = saver.aput, saver.aput_writes
+
+    async def aput(*args: Any, **kwargs: Any) -> Any:
+        await settle()
+        return await put(*args, **kwargs)
+
+    async def aput_writes(*args: Any, **kwargs: Any) -> None:
+        await settle()
+        await put_writes(*args, **kwargs)
+
+    saver.aput = aput  # type: ignore[method-assign]
+    saver.aput_writes = aput_writes  # type: ignore[method-assign]
 
 
 @asynccontextmanager

@@ -22,10 +22,11 @@ from langgraph.types import Durability
 from agents.calls import RunCancelled, RunContext, TokenBudget
 from agents.model import ModelError
 from agents.model_map import ModelRouter
-from execution.checkpoints import open_checkpointer
+from execution.checkpoints import open_checkpointer, settle_first
 from execution.tracing import observe_run, trace_nodes
 from graphs.patterns import Pattern, get_pattern
 from store.db import is_transient
+from store.run_recorder import RunRecorder
 from store.runs import Store
 from store.tables.runs import Run
 
@@ -255,7 +256,9 @@ async def _execute(
     run_id = run.id
     pattern = get_pattern(run.pattern)
     config = pattern.config_model.model_validate(run.config)
+    recorder = RunRecorder(store, run_id)
     async with open_checkpointer(database_url) as saver:
+        settle_first(saver, recorder.committed)
         graph = _compiled(pattern).copy({"checkpointer": saver})
         thread: dict[str, Any] = {
             "configurable": {"thread_id": run_id},
@@ -270,7 +273,7 @@ async def _execute(
         context = RunContext(
             run_id=run_id,
             models=models,
-            recorder=store,
+            recorder=recorder,
             budget=TokenBudget(limit=config.token_budget, spent=spent),
             config=config,
             resuming=resuming or spent > 0,
@@ -278,10 +281,18 @@ async def _execute(
             stream_tokens=stream_tokens,
             adapters=dict(config.adapters),
         )
-        await store.emit(run_id, "run_started", {"pattern": pattern.name, "resuming": resuming})
+        await recorder.emit(run_id, "run_started", {"pattern": pattern.name, "resuming": resuming})
         initial = None if resuming else pattern.initial_state(run.problem, config)
         try:
-            state = await graph.ainvoke(initial, thread, context=context, durability=DURABILITY)
+            try:
+                state = await graph.ainvoke(initial, thread, context=context, durability=DURABILITY)
+            except BaseException:
+                # what ended the run is what it reports; its writes are still waited for,
+                # so they are all stored and announced before its end is
+                with contextlib.suppress(Exception):
+                    await recorder.settle()
+                raise
+            await recorder.settle()  # a write that failed fails the run, as below
         except RunCancelled as exc:
             return _outcome("cancelled", error=str(exc))
         except ModelError as exc:

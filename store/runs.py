@@ -90,6 +90,10 @@ def insert_event(connection: Connection, run_id: str, event: str, payload: dict[
     return int(result.scalar_one())
 
 
+def event_write(run_id: str, event: str, payload: dict[str, Any]) -> Work:
+    return lambda connection: insert_event(connection, run_id, event, payload)
+
+
 @dataclass(frozen=True)
 class RowWithEvent:
     """One row upserted and the event that announces it, committed together: what a turn or
@@ -167,11 +171,13 @@ def turn_record(row: Turn) -> TurnRecord:
 
 
 class Store:
-    """Runs and turns on one database; also the recorder the graphs write turns through.
+    """Runs and turns on one database; also a recorder that graphs may write turns through.
 
     Each turn is committed before its recording returns, so whatever kills a run later, the
-    transcript up to that turn is on disk. Writes that arrive together (a fan-in's turns,
-    concurrent runs' events) share one transaction (see :mod:`store.group_commit`).
+    transcript up to that turn is on disk. A run the runner executes writes through its own
+    :class:`~store.run_recorder.RunRecorder` instead, which does not wait for the commit.
+    Writes that arrive together (a fan-in's turns, concurrent runs' events) share one
+    transaction (see :mod:`store.group_commit`).
     """
 
     def __init__(
@@ -525,12 +531,20 @@ class Store:
         event_id = await self._write(write)
         if event_id is None:
             return False
-        await self._publish(run_id, event_id, "run_finished", payload)
+        await self.publish(run_id, event_id, "run_finished", payload)
         return True
 
     # --- turns ---------------------------------------------------------------------------
 
     async def record_turn(self, turn: TurnRecord) -> None:
+        write = self.turn_write(turn)
+        event_id = await self._write(write)
+        metrics.observe_turn(turn)
+        await self.publish(turn.run_id, event_id, write.event, write.payload)
+
+    def turn_write(self, turn: TurnRecord) -> RowWithEvent:
+        """The write that stores ``turn`` and its ``turn_finished`` event, together: a
+        replayed stream shows every turn."""
         # A model may emit NUL characters, which PostgreSQL cannot store in text or JSON; the
         # turn keeps them as U+FFFD on every database rather than failing the run.
         values = without_nul(turn.model_dump(exclude={"latency_s"}))
@@ -538,11 +552,7 @@ class Store:
         values["latency_ms"] = turn.latency_s * 1000.0
         # The event shows the turn, not its token arrays (training reads them from the table).
         payload = without_nul(turn.model_dump(mode="json", exclude=TURN_EVENT_OMITS))
-        # the turn and its event commit together: a replayed stream shows every turn
-        write = RowWithEvent(self._upsert(Turn), values, turn.run_id, "turn_finished", payload)
-        event_id = await self._write(write)
-        metrics.observe_turn(turn)
-        await self._publish(turn.run_id, event_id, "turn_finished", payload)
+        return RowWithEvent(self._upsert(Turn), values, turn.run_id, "turn_finished", payload)
 
     async def find_turn(self, run_id: str, key: str) -> TurnRecord | None:
         async with self.session() as session:
@@ -588,13 +598,16 @@ class Store:
     # --- outcomes ------------------------------------------------------------------------
 
     async def record_outcome(self, run_id: str, outcome: Outcome) -> None:
+        write = self.outcome_write(run_id, outcome)
+        event_id = await self._write(write)
+        await self.publish(run_id, event_id, write.event, write.payload)
+
+    def outcome_write(self, run_id: str, outcome: Outcome) -> RowWithEvent:
         table = outcome_table(outcome.kind)
         fields = without_nul(outcome.model_dump(mode="json"))  # model text, as in turns
         values = {"run_id": run_id, **fields}
         payload = {"kind": outcome.kind, **fields}
-        write = RowWithEvent(self._upsert(table), values, run_id, "outcome", payload)
-        event_id = await self._write(write)
-        await self._publish(run_id, event_id, "outcome", payload)
+        return RowWithEvent(self._upsert(table), values, run_id, "outcome", payload)
 
     async def outcomes(self, run_id: str, kind: type[OutcomeT]) -> list[OutcomeT]:
         """A run's outcomes of one kind, in the order they were first recorded."""
@@ -614,14 +627,21 @@ class Store:
         """Store (unless live-only) and publish one event of a run's stream."""
         event_id = None
         if event not in LIVE_ONLY:
-            event_id = await self._write(
-                lambda connection: insert_event(connection, run_id, event, payload)
-            )
-        await self._publish(run_id, event_id, event, payload)
+            event_id = await self._write(event_write(run_id, event, payload))
+        await self.publish(run_id, event_id, event, payload)
 
-    async def _publish(
+    def submit(self, work: Work, *, chain: str) -> asyncio.Future[Any]:
+        """Queue ``work`` behind every write queued before it, in ``chain`` (see
+        :meth:`GroupCommit.submit`), without waiting for it: a run's recorder writes so."""
+        return self._writer.submit(work, chain=chain)
+
+    def mend(self, chain: str) -> None:
+        self._writer.mend(chain)
+
+    async def publish(
         self, run_id: str, event_id: int | None, event: str, payload: dict[str, Any]
     ) -> None:
+        """Announce an event to the listeners and the bus; a stored one once it is committed."""
         for listener in self.listeners:
             result = listener(run_id, event, payload)
             if result is not None:

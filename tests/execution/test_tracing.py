@@ -455,15 +455,19 @@ async def test_a_budget_stop_is_an_event_not_an_error(
 async def test_a_resumed_run_replays_stored_turns_without_chat_spans(
     harness: RunHarness, spans: InMemorySpanExporter
 ) -> None:
-    """A run that died right after its solver's turn was stored (before the checkpoint):
-    resuming replays that turn from the store, which its span says, with no model call."""
+    """A run that died right after its solver's turn was stored (before the checkpoint),
+    while its critics were still thinking: resuming replays that turn from the store, which
+    its span says, with no model call."""
 
     def die_after_the_solver(_run: str, event: str, payload: dict[str, Any]) -> None:
         if event == "turn_finished" and payload["node"] == "solve":
             raise RuntimeError("worker killed")
 
     harness.store.listeners.append(die_after_the_solver)
-    run_id, outcome = await harness.run(backend(), "discussion", PROBLEM, max_rounds=1)
+    # calls long enough that the kill lands while the critics think: a run's turns are
+    # stored behind it (store.run_recorder), and an instant critic's would be queued first
+    slow = backend(latency_s=0.2)
+    run_id, outcome = await harness.run(slow, "discussion", PROBLEM, max_rounds=1)
     assert outcome["status"] == "failed"
     first_trace = (await harness.store.get_run(run_id)).trace_id
     harness.store.listeners.remove(die_after_the_solver)
@@ -556,32 +560,26 @@ async def test_an_spc_search_traces_the_trajectory_subgraphs_nodes_under_their_t
 async def test_a_resumed_spc_search_goes_on_inside_its_trajectory_where_it_stopped(
     harness: RunHarness, spans: InMemorySpanExporter
 ) -> None:
-    """A run that died inside the trajectory subgraph, after its first step was accepted:
-    resuming it picks the subgraph up at its own checkpoint, so the trace shows only the
-    second step's nodes, still nested under a trajectory span."""
+    """A run that failed inside the trajectory subgraph, after its first step was accepted
+    (its solver's server dropped the second step): the run's graph is checkpointed as it
+    ends, so resuming it picks the subgraph up at its own checkpoint, and the trace shows
+    only the second step's nodes, still nested under a trajectory span."""
+    second_step = "Doubled, 4 * 2 = 8, so \\boxed{8}."
 
-    def script() -> ScriptedBackend:
-        return ScriptedBackend(
-            {
-                "solver": ["2 + 2 = 4.", "Doubled, 4 * 2 = 8, so \\boxed{8}."],
-                "critic": [SPC_CORRECT],
-            }
-        )
+    def script(*solver: Any) -> ScriptedBackend:
+        return ScriptedBackend({"solver": list(solver), "critic": [SPC_CORRECT]})
 
-    def die_after_the_second_step(_run: str, event: str, payload: dict[str, Any]) -> None:
-        if event == "turn_finished" and payload["key"] == "t0/s1/r0/step":
-            raise RuntimeError("worker killed")
-
-    harness.store.listeners.append(die_after_the_second_step)
-    run_id, outcome = await harness.run(script(), "spc_search", SPC_PROBLEM, trajectories=1)
+    dropped = ModelError("connection reset", retryable=False)
+    run_id, outcome = await harness.run(
+        script("2 + 2 = 4.", dropped), "spc_search", SPC_PROBLEM, trajectories=1
+    )
     assert outcome["status"] == "failed"
-    harness.store.listeners.remove(die_after_the_second_step)
     spans.clear()
 
     resumed = await execute_run(
         run_id,
         store=harness.store,
-        models=ModelRouter.single(script()),
+        models=ModelRouter.single(script(second_step)),
         database_url=harness.database_url,
     )
     assert (resumed["status"], resumed["answer"]) == ("succeeded", "8")
@@ -599,7 +597,8 @@ async def test_a_resumed_spc_search_goes_on_inside_its_trajectory_where_it_stopp
     ]
     agents = {str(a.attributes["thinktank.turn.key"]): a for a in named(recorded, "invoke_agent ")}
     assert set(agents) == {"t0/s1/r0/step", "t0/s1/r0/critic"}
-    assert agents["t0/s1/r0/step"].attributes["thinktank.turn.replayed"] is True
+    # the failed proposal is asked again, not replayed
+    assert "thinktank.turn.replayed" not in agents["t0/s1/r0/step"].attributes
     assert all(trajectory_of(a, recorded) is trajectory for a in agents.values())
 
 

@@ -24,7 +24,7 @@ WRONG = "### Correctness: 0\n### Advice: recheck\n### Recruiting Suggestion: a c
 RIGHT = "### Correctness: 1\n### Advice: none\n### Recruiting Suggestion: none"
 
 
-def backend(**replies: list) -> ScriptedBackend:
+def backend(latency_s: float = 0.0, **replies: list) -> ScriptedBackend:
     script = {
         "ceo": [ceo()],
         "recruiter": [ROLES],
@@ -33,7 +33,7 @@ def backend(**replies: list) -> ScriptedBackend:
         "evaluator": [WRONG],
     }
     script.update(replies)
-    return ScriptedBackend(script)
+    return ScriptedBackend(script, latency_s=latency_s)
 
 
 async def turns_by_node(harness: RunHarness, run_id: str) -> dict[str, int]:

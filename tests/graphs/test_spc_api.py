@@ -30,7 +30,10 @@ REPLIES = {
 def api(tmp_path: Path) -> Iterator[LiveServer]:
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'api.db'}",
-        models=ModelMap(default=ScriptedModelConfig(replies=REPLIES)),
+        # Replies go by role in the order calls start. Calls that take a while keep parallel
+        # trajectories in step (both first proposals start before either is judged), as a
+        # real model's would; instant ones let one trajectory run ahead of the other.
+        models=ModelMap(default=ScriptedModelConfig(replies=REPLIES, latency_s=0.05)),
     )
     with LiveServer(settings) as server:
         yield server
