@@ -213,8 +213,11 @@ def computes(step: str) -> bool:
     """Whether a step states a computation, not counting the boxed answer it may end with.
 
     "So the total is 23 + 6 = 29." computes; "The answer is \\boxed{29}." and
-    "Final answer: x = -1" only restate one.
+    "Final answer: x = -1" only restate one, and "To solve 3x + 8 = 5, we will follow these
+    steps:" announces the steps after it: it quotes the problem, the steps compute.
     """
+    if step.rstrip().endswith(":"):
+        return False
     stated = _ANSWER_LINE.sub("", _BOXED_ANSWER.sub("", step))
     return bool(_COMPUTATION.search(stated))
 

@@ -26,6 +26,8 @@ def reply(step: str) -> str:
         ("Answer each part: 12 / 3 = 4 pens.", True),
         ("Let's find out how many apples are left.", False),
         ("There are 3 boxes.", False),
+        ("To solve 3x + 8 = 5, we will follow these steps:", False),
+        ("To solve 3x + 8 = 5:\n1. Subtract 8 from both sides: 3x = -3.", True),
     ],
 )
 def test_a_step_computes_when_it_states_an_operation_or_an_equation(
