@@ -50,9 +50,8 @@ class RunRecorder:
         self.run_id = run_id
         self._queued: deque[_Announcement] = deque()
         self._announcer: asyncio.Task[None] | None = None
-        # the first write that failed, and the first listener: the run's next write raises
-        self._write_failure: BaseException | None = None
-        self._listener_failure: BaseException | None = None
+        # the first write (or listener) that failed: the run's next write raises it
+        self._failure: BaseException | None = None
 
     async def record_turn(self, turn: TurnRecord) -> None:
         write = self.store.turn_write(turn)
@@ -77,17 +76,15 @@ class RunRecorder:
         checkpoint must not be written then: after a failed write it would be ahead of the
         turns the store holds, and a listener's failure stands for the worker's death)."""
         await self._drained()
-        failure = self._write_failure or self._listener_failure
-        if failure is not None:
-            raise failure
+        if self._failure is not None:
+            raise self._failure
 
     async def settle(self) -> None:
         """Return once every write so far is committed and every event announced; raise the
         first failure, a write's or a listener's (once: the run may then be resumed, and
         write again)."""
         await self._drained()
-        failure = self._write_failure or self._listener_failure
-        self._write_failure = self._listener_failure = None
+        failure, self._failure = self._failure, None
         if failure is not None:
             self.store.mend(self.run_id)
             raise failure
@@ -97,9 +94,8 @@ class RunRecorder:
             await asyncio.shield(self._announcer)
 
     def _queue(self, run_id: str, event: str, payload: dict[str, Any], work: Any) -> None:
-        failure = self._write_failure or self._listener_failure
-        if failure is not None:
-            raise failure
+        if self._failure is not None:
+            raise self._failure
         self._announce(_Announcement(run_id, event, payload, self.store.submit(work, chain=run_id)))
 
     def _announce(self, announcement: _Announcement) -> None:
@@ -113,15 +109,10 @@ class RunRecorder:
             try:
                 event_id = None
                 if item.stored is not None:
-                    try:
-                        # shielded: the write is committed even if this task is cancelled
-                        event_id = await asyncio.shield(item.stored)
-                    except Exception as exc:
-                        self._write_failure = self._write_failure or exc
-                        continue
-                try:
-                    await self.store.publish(item.run_id, event_id, item.event, item.payload)
-                except Exception as exc:
-                    self._listener_failure = self._listener_failure or exc
+                    # shielded: the write is committed even if this task is cancelled
+                    event_id = await asyncio.shield(item.stored)
+                await self.store.publish(item.run_id, event_id, item.event, item.payload)
+            except Exception as exc:  # the write, or a listener: a failed write is not announced
+                self._failure = self._failure or exc
             finally:
                 self._queued.popleft()

@@ -636,6 +636,7 @@ class Store:
         return self._writer.submit(work, chain=chain)
 
     def mend(self, chain: str) -> None:
+        """Let ``chain``'s writes commit again after one failed (see :meth:`submit`)."""
         self._writer.mend(chain)
 
     async def publish(
