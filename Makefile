@@ -48,7 +48,7 @@ run: install
 ## Install the test dependencies and run the whole suite.
 test: install-test
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 lint: install-test
 	$(BIN)/ruff check .
