@@ -9,12 +9,15 @@ what it has). Patterns run ``--concurrency`` at a time on one llama.cpp engine, 
 calls share its decoding steps.
 
 Prints the accuracy of each pattern with its Wilson interval, the tokens and wall time it
-spent per problem, and writes the accuracy-vs-tokens plot and every item (each names its run:
-``thinktank runs show RUN_ID`` shows the transcript). The store is a SQLite file in
-``--out``; running the same command again resumes what did not finish.
+spent per problem, then every pattern against the first (``single`` by default) problem by
+problem: how often each was right where the other was wrong, the paired difference with its
+interval and the exact McNemar p. It writes the accuracy-vs-tokens plot and every item (each
+names its run: ``thinktank runs show RUN_ID`` shows the transcript). The store is a SQLite
+file in ``--out``; running the same command again resumes what did not finish.
 
-Run:  python benchmarks/patterns.py            # 100 problems, every pattern (about an hour)
-      python benchmarks/patterns.py --quick    # 16 problems (a few minutes)
+Run:  python benchmarks/patterns.py            # 100 problems, every pattern (3-4 hours on 2 cores)
+      python benchmarks/patterns.py --quick    # 16 problems (about half an hour)
+      python benchmarks/patterns.py --per-kind 12 --patterns single,self_consistency,discussion
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from pathlib import Path
 from agents.model_map import ModelRouter
 from store.db import create_engine, migrate
 from store.runs import Store
-from training.evaluation import EvalConfig, evaluate_patterns, render_table, write_results
+from training.evaluation import (
+    EvalConfig,
+    evaluate_patterns,
+    render_paired,
+    render_table,
+    write_results,
+)
 from training.problems import load_problems
 
 KINDS = (
@@ -67,11 +76,18 @@ def write_problems(path: Path, per_kind: int, seed: int) -> int:
 
 def evaluations(selected: list[str], cap: int) -> list[tuple[str, dict[str, dict[str, object]]]]:
     """The evaluations to run: every selected pattern in one, and self-consistency with n=8 in
-    a second (one pattern can appear only once in an evaluation)."""
+    a second (one pattern can appear only once in an evaluation). The first selected pattern
+    is the baseline every other one of the first evaluation is compared with, problem by
+    problem."""
     options = pattern_options(cap)
-    first = {pattern: options[pattern] for pattern in selected}
-    plan = [("main", first)]
-    if "self_consistency" in selected:
+    unknown = sorted(set(selected) - set(options))
+    if unknown:
+        raise SystemExit(
+            f"unknown pattern(s): {', '.join(unknown)}; choose from {', '.join(options)}"
+        )
+    first = {p: options[p] for p in selected if p != "self_consistency_8"}
+    plan = [("main", first)] if first else []
+    if "self_consistency_8" in selected:
         plan.append(("sc8", {"self_consistency": options["self_consistency_8"]}))
     return plan
 
@@ -121,6 +137,8 @@ async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
             if name == "sc8":
                 table = table.replace("self_consistency", "self_consistency n=8")
             print(table)
+            if summary.paired:
+                print(render_paired(summary))
             print(f"[{name}: {wall:.0f} s wall, load average {os.getloadavg()[0]:.2f}]", flush=True)
             write_results(summary, items, out / name)
             for row in summary.patterns:
@@ -143,21 +161,28 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="4 problems of each kind, not 25")
+    parser.add_argument(
+        "--per-kind", type=int, default=None, help="problems of each kind (overrides --quick)"
+    )
     parser.add_argument("--cap", type=int, default=2048, help="generated tokens per problem")
     parser.add_argument("--concurrency", type=int, default=8, help="runs executed at once")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated problems")
     parser.add_argument(
         "--patterns",
-        default="single,self_consistency,discussion,sdv,rlad,spc_search",
-        help="comma-separated subset to evaluate",
+        default="single,self_consistency,self_consistency_8,discussion,sdv,rlad,spc_search",
+        help="comma-separated subset to evaluate; the first is the baseline of the paired table",
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
-    size = "quick" if args.quick else "full"
+    evaluations(args.patterns.split(","), args.cap)  # an unknown name stops here, not later
+    per_kind = args.per_kind or (4 if args.quick else 25)
+    if per_kind < 1:
+        parser.error("--per-kind must be at least 1")
+    size = {4: "quick", 25: "full"}.get(per_kind, f"{per_kind}-per-kind")
     out = (args.out or Path("benchmarks/results") / f"patterns-{size}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     problems = out / "problems.jsonl"
-    count = write_problems(problems, 4 if args.quick else 25, args.seed)
+    count = write_problems(problems, per_kind, args.seed)
     print(f"{count} problems ({', '.join(KINDS)}), cap {args.cap} tokens, -> {out}")
     asyncio.run(evaluate(args, problems, out))
 

@@ -126,6 +126,7 @@ def eval_patterns(
         EvalConfig,
         evaluate_patterns,
         pattern_options,
+        render_paired,
         render_table,
         write_results,
     )
@@ -156,6 +157,8 @@ def eval_patterns(
             ),
         )
         console.print(render_table(summary), markup=False, highlight=False, soft_wrap=True)
+        if summary.paired:
+            console.print(render_paired(summary), markup=False, highlight=False, soft_wrap=True)
         try:
             results, plot = write_results(summary, items, _evaluation_out(summary.name, out))
         except OSError as exc:

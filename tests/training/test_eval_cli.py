@@ -53,6 +53,10 @@ def test_eval_prints_the_table_writes_results_and_a_rerun_resumes(
     single, voted = lines[2].split(), lines[3].split()
     assert single[:5] == ["single", "3", "66.7%", "20.8%-93.9%", "3.0"]
     assert voted[:5] == ["self_consistency", "3", "66.7%", "20.8%-93.9%", "6.0"]
+    # the vote beside the lone solver, problem by problem: they agree everywhere
+    assert lines[4] == "against single, on the problems both finished:"
+    paired = re.split(r"\s{2,}", lines[6])
+    assert paired == ["self_consistency", "3", "0", "0", "+0.0 pts", "-47.1 to +47.1", "1.000"]
     assert "demo [########################] 6/6 · 4 correct" in result.stderr
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved["items"]) == 6 and all(i["run_id"] for i in saved["items"])

@@ -18,10 +18,15 @@ from training.evaluation import (
     EvalConfig,
     EvalSummary,
     EvaluationError,
+    ItemResult,
     PatternSummary,
+    compare_paired,
     evaluate_patterns,
+    mcnemar_exact_p,
+    paired_difference_interval,
     pattern_options,
     plot_accuracy_vs_tokens,
+    render_paired,
     render_table,
     wilson_interval,
     write_results,
@@ -92,6 +97,21 @@ async def test_two_patterns_on_the_same_problems_give_the_expected_table(
     ]
     assert all(p.mean_wall_s is not None and p.mean_wall_s < 5 for p in summary.patterns)
     assert updates[0] == (0, 6) and updates[-1] == (6, 6)
+    # the vote was right where the lone solver was wrong once, and never the other way round
+    paired = render_paired(summary).splitlines()
+    assert paired[0] == "against single, on the problems both finished:"
+    assert [re.split(r"\s{2,}", line.strip()) for line in paired[1:]] == [
+        [
+            "pattern",
+            "n",
+            "right where single was wrong",
+            "wrong where single was right",
+            "difference",
+            "95% CI",
+            "McNemar p",
+        ],
+        ["self_consistency", "3", "1", "0", "+33.3 pts", "-29.1 to +79.2", "1.000"],
+    ]
 
     # Every item is a stored run of its pattern on its problem, with its own transcript.
     assert len(items) == 6
@@ -288,6 +308,62 @@ def test_wilson_interval_matches_known_values() -> None:
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     assert wilson_interval(50, 100, confidence=0.99) == pytest.approx((0.3753, 0.6247), abs=1e-4)
+
+
+def test_the_paired_interval_and_mcnemar_test_match_published_values() -> None:
+    # 161 pairs, 59 both right, 6 and 16 discordant: the published Newcombe (method 10)
+    # limits are -0.1186 and -0.0046; the exact two-sided McNemar p of 6 against 16 is
+    # 2 * 110056 / 2**22
+    assert paired_difference_interval(59, 6, 16, 80) == pytest.approx((-0.1186, -0.0046), abs=1e-4)
+    assert mcnemar_exact_p(6, 16) == pytest.approx(0.052479, abs=1e-6)
+    assert mcnemar_exact_p(16, 6) == mcnemar_exact_p(6, 16)
+    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(0, 8) == pytest.approx(2 / 256)
+    # which one is "first" only flips the sign
+    low, high = paired_difference_interval(59, 16, 6, 80)
+    assert (low, high) == pytest.approx((0.0046, 0.1186), abs=1e-4)
+    # identical patterns: a difference of zero, with an interval that holds it
+    low, high = paired_difference_interval(5, 0, 0, 5)
+    assert low < 0 < high and low == pytest.approx(-high)
+
+
+def test_the_paired_comparison_leaves_out_problems_one_side_did_not_finish() -> None:
+    def item(problem: str, pattern: str, correct: bool | None, status: str) -> ItemResult:
+        return ItemResult(
+            problem_id=problem,
+            pattern=pattern,
+            run_id=None,
+            status=status,
+            correct=correct,
+            answer=None,
+            reference=None,
+            reason=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            wall_s=None,
+        )
+
+    baseline = [
+        item("a", "single", False, "succeeded"),
+        item("b", "single", True, "succeeded"),
+        item("c", "single", None, "pending"),
+    ]
+    mine = [
+        item("a", "discussion", True, "succeeded"),
+        item("b", "discussion", False, "failed"),  # a failed run counts as wrong
+        item("c", "discussion", True, "succeeded"),
+        item("d", "discussion", True, "succeeded"),  # the baseline never had it
+    ]
+    c = compare_paired("discussion", "single", mine, baseline, 0.95)
+    assert (c.problems, c.both_correct, c.only_pattern, c.only_baseline, c.neither) == (
+        2,
+        0,
+        1,
+        1,
+        0,
+    )
+    assert c.difference == 0.0 and c.p_value == 1.0
+    empty = compare_paired("discussion", "single", mine, [], 0.95)
+    assert (empty.problems, empty.difference, empty.ci_low, empty.p_value) == (0, None, None, None)
 
 
 def test_options_go_to_one_pattern_or_to_every_pattern_that_has_the_field() -> None:

@@ -14,11 +14,14 @@ per pair that names its run. So:
 Accuracy comes with a Wilson score interval; tokens are generated (completion) tokens, what a
 pattern's ``token_budget`` limits. ``budget_tokens`` compares patterns at equal total cost:
 every pattern may generate at most that many tokens over the whole problem set, enforced as an
-equal share per problem (each run's ``token_budget``).
+equal share per problem (each run's ``token_budget``). Every pattern after the first is also
+compared with the first on the same problems: how often each was right where the other was
+wrong, the paired difference in accuracy with Newcombe's interval, and the exact McNemar test.
 
 The parts: ``records`` (settings, jobs, items, summaries), ``runner`` (the resumable job
-runner ``critic_eval`` uses too), ``stats``, ``patterns`` (comparing patterns) and ``report``
-(table, results file, plot). The names callers use are handed on here.
+runner ``critic_eval`` uses too), ``stats`` (intervals, and every pattern against the first
+listed on the same problems), ``patterns`` (comparing patterns) and ``report`` (tables,
+results file, plot). The names callers use are handed on here.
 """
 
 from training.evaluation.patterns import (
@@ -39,15 +42,27 @@ from training.evaluation.records import (
     EvaluationError,
     ItemResult,
     Job,
+    PairedComparison,
     PatternSummary,
     Progress,
     ProgressCallback,
     Scorer,
     default_name,
 )
-from training.evaluation.report import plot_accuracy_vs_tokens, render_table, write_results
+from training.evaluation.report import (
+    plot_accuracy_vs_tokens,
+    render_paired,
+    render_table,
+    write_results,
+)
 from training.evaluation.runner import evaluate_jobs, open_evaluation, run_jobs
-from training.evaluation.stats import summarize_pattern, wilson_interval
+from training.evaluation.stats import (
+    compare_paired,
+    mcnemar_exact_p,
+    paired_difference_interval,
+    summarize_pattern,
+    wilson_interval,
+)
 
 __all__ = [
     "MAX_PROBLEM_ID",
@@ -57,18 +72,23 @@ __all__ = [
     "EvaluationError",
     "ItemResult",
     "Job",
+    "PairedComparison",
     "PatternSummary",
     "Progress",
     "ProgressCallback",
     "Scorer",
     "answerable_problems",
     "check_unique_ids",
+    "compare_paired",
     "default_name",
     "evaluate_jobs",
     "evaluate_patterns",
+    "mcnemar_exact_p",
     "open_evaluation",
+    "paired_difference_interval",
     "pattern_options",
     "plot_accuracy_vs_tokens",
+    "render_paired",
     "render_table",
     "resolve_source",
     "run_jobs",

@@ -26,7 +26,7 @@ from training.evaluation.records import (
     ProgressCallback,
 )
 from training.evaluation.runner import evaluate_jobs
-from training.evaluation.stats import summarize_pattern
+from training.evaluation.stats import compare_paired, summarize_pattern
 from training.problems import Problem, load_problems
 
 
@@ -178,6 +178,8 @@ async def evaluate_patterns(
         concurrency=config.concurrency,
         on_progress=on_progress,
     )
+    by_pattern = {p: [i for i in items if i.pattern == p] for p in config.patterns}
+    baseline, *others = config.patterns
     summary = EvalSummary(
         name=name,
         evaluation_id=evaluation.id,
@@ -188,10 +190,14 @@ async def evaluate_patterns(
         budget_tokens=config.budget_tokens,
         run_token_budget=run_budget,
         patterns=[
-            summarize_pattern(
-                pattern, [i for i in items if i.pattern == pattern], config.confidence
-            )
+            summarize_pattern(pattern, by_pattern[pattern], config.confidence)
             for pattern in config.patterns
+        ],
+        paired=[
+            compare_paired(
+                pattern, baseline, by_pattern[pattern], by_pattern[baseline], config.confidence
+            )
+            for pattern in others
         ],
     )
     await repo.set_evaluation_status(

@@ -133,6 +133,24 @@ class PatternSummary(BaseModel):
     total_tokens: int
 
 
+class PairedComparison(BaseModel):
+    """A pattern against the baseline on the problems both finished. Both ran on the same
+    problems, so the comparison is paired: what counts is where they disagree (the one right
+    where the other was wrong), not two accuracies with their separate intervals."""
+
+    pattern: str
+    baseline: str
+    problems: int = Field(description="problems both runs ended on")
+    both_correct: int
+    only_pattern: int = Field(description="the pattern right where the baseline was wrong")
+    only_baseline: int = Field(description="the baseline right where the pattern was wrong")
+    neither: int
+    difference: float | None = Field(description="pattern accuracy minus baseline accuracy")
+    ci_low: float | None = Field(description="Newcombe's paired score interval (method 10)")
+    ci_high: float | None
+    p_value: float | None = Field(description="exact McNemar test, two-sided")
+
+
 class EvalSummary(BaseModel):
     name: str
     evaluation_id: str
@@ -143,3 +161,7 @@ class EvalSummary(BaseModel):
     budget_tokens: int | None
     run_token_budget: int | None = Field(description="each run's token_budget in budget mode")
     patterns: list[PatternSummary]
+    paired: list[PairedComparison] = Field(
+        default_factory=list,
+        description="every other pattern against the first listed, on the same problems",
+    )

@@ -16,6 +16,18 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _columns(rows: list[list[str]]) -> list[str]:
+    """Rows as aligned lines: the first column to the left, numbers to the right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
 def render_table(summary: EvalSummary) -> str:
     """The comparison as plain text: one row per pattern."""
     level = f"{100 * summary.confidence:g}% CI"
@@ -45,14 +57,7 @@ def render_table(summary: EvalSummary) -> str:
                 str(p.failed),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
+    lines = _columns(rows)
     budget = ""
     if summary.budget_tokens is not None:
         budget = (
@@ -61,6 +66,47 @@ def render_table(summary: EvalSummary) -> str:
         )
     title = f"{summary.name}: {summary.problems} problems from {summary.source}{budget}"
     return "\n".join([title, *lines])
+
+
+def render_paired(summary: EvalSummary) -> str:
+    """Each pattern against the first on the same problems, as plain text; empty with one
+    pattern. The paired interval is the one to read for "does it beat the baseline": two
+    accuracies' separate intervals overlap long after the paired difference is clear."""
+    if not summary.paired:
+        return ""
+    level = f"{100 * summary.confidence:g}% CI"
+    baseline = summary.paired[0].baseline
+    header = [
+        "pattern",
+        "n",
+        f"right where {baseline} was wrong",
+        f"wrong where {baseline} was right",
+        "difference",
+        level,
+        "McNemar p",
+    ]
+    rows = [header]
+    for c in summary.paired:
+        signed = "-" if c.difference is None else f"{100 * c.difference:+.1f} pts"
+        interval = (
+            "-"
+            if c.ci_low is None or c.ci_high is None
+            else f"{100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f}"
+        )
+        p_value = "-" if c.p_value is None else f"{c.p_value:.3f}"
+        rows.append(
+            [
+                c.pattern,
+                str(c.problems),
+                str(c.only_pattern),
+                str(c.only_baseline),
+                signed,
+                interval,
+                p_value,
+            ]
+        )
+    lines = _columns(rows)
+    return "\n".join([f"against {baseline}, on the problems both finished:", *lines])
 
 
 def write_results(
