@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from agents.model_map import ModelRouter
+from services.cli.eval_progress import ProgressBar
 from store.db import create_engine, migrate
 from store.runs import Store
 from training.evaluation import (
@@ -131,7 +132,13 @@ async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
                 concurrency=args.concurrency,
             )
             started = time.perf_counter()
-            summary, items = await evaluate_patterns(store, models, str(engine.url), config)
+            bar = ProgressBar()  # on stderr: a long evaluation shows that it moves
+            try:
+                summary, items = await evaluate_patterns(
+                    store, models, str(engine.url), config, on_progress=bar
+                )
+            finally:
+                bar.close()
             wall = time.perf_counter() - started
             table = render_table(summary)
             if name == "sc8":
