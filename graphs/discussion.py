@@ -338,7 +338,7 @@ async def consensus(state: DiscussionState, runtime: Runtime[RunContext]) -> dic
         return {"revise": False}
     history = [
         *state["history"],
-        *(roles.history_entry(c["agent"], c["text"]) for c in disagreeing),
+        *(roles.critique_entry(c["agent"], c["text"]) for c in disagreeing),
     ]
     return {"history": history, "inner_turn": state["inner_turn"] + 1, "revise": True}
 

@@ -178,6 +178,14 @@ def history_entry(sender: str, text: str) -> str:
     return f"[{sender}]: {text}"
 
 
+def critique_entry(critic: str, text: str) -> str:
+    """A disagreeing critic's entry in the history the solver revises from. Departure from the
+    paper, which broadcasts the critique with its marker removed: the 0.5B model's critique is
+    often the bare ``[Disagree]``, which left the solver an empty entry and no sign that anyone
+    disagreed, so a critique without words keeps its marker."""
+    return history_entry(critic, text or "[Disagree]")
+
+
 # --- schemas -----------------------------------------------------------------------------
 
 

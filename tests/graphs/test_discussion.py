@@ -167,6 +167,26 @@ async def test_disagreeing_critics_make_the_solver_revise(harness: RunHarness) -
     }
 
 
+async def test_a_critic_that_only_disagrees_still_tells_the_solver_so(
+    harness: RunHarness,
+) -> None:
+    model = backend(
+        solver=["6 times 7 is 48. \\boxed{48}", SOLUTION],
+        critic=["[Disagree]", AGREE, AGREE, AGREE],
+    )
+    run_id, outcome = await harness.run(
+        model, "discussion", PROBLEM, max_rounds=1, max_inner_turns=1
+    )
+
+    assert outcome["answer"] == "42"
+    solves = [t for t in await harness.store.turns(run_id) if t.node == "solve"]
+    revision_prompt = solves[1].messages[-1]["content"]
+    critic = next(
+        t.agent for t in await harness.store.turns(run_id) if t.completion == "[Disagree]"
+    )
+    assert f"[{critic}]: [Disagree]\n" in revision_prompt
+
+
 async def test_the_evaluator_ends_the_run_when_policy_allows(harness: RunHarness) -> None:
     _, outcome = await harness.run(backend(evaluator=[RIGHT]), "discussion", PROBLEM, max_rounds=3)
     assert outcome["stop_reason"] == "evaluator_correct"
