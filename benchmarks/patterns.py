@@ -18,6 +18,8 @@ file in ``--out``; running the same command again resumes what did not finish.
 Run:  python benchmarks/patterns.py            # 100 problems, every pattern (3-4 hours on 2 cores)
       python benchmarks/patterns.py --quick    # 16 problems (about half an hour)
       python benchmarks/patterns.py --per-kind 12 --patterns single,self_consistency,discussion
+      python benchmarks/patterns.py --patterns single,discussion -o discussion.temperature=0 \\
+          --out benchmarks/results/patterns-greedy   # a pattern greedy, as single is
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from store.db import create_engine, migrate
 from store.runs import Store
 from training.evaluation import (
     EvalConfig,
+    EvaluationError,
     evaluate_patterns,
     render_paired,
     render_table,
     write_results,
 )
+from training.evaluation import pattern_options as eval_options
 from training.problems import load_problems
 
 KINDS = (
@@ -75,11 +79,14 @@ def write_problems(path: Path, per_kind: int, seed: int) -> int:
     return len(records)
 
 
-def evaluations(selected: list[str], cap: int) -> list[tuple[str, dict[str, dict[str, object]]]]:
+def evaluations(
+    selected: list[str], cap: int, overrides: list[str] | None = None
+) -> list[tuple[str, dict[str, dict[str, object]]]]:
     """The evaluations to run: every selected pattern in one, and self-consistency with n=8 in
     a second (one pattern can appear only once in an evaluation). The first selected pattern
     is the baseline every other one of the first evaluation is compared with, problem by
-    problem."""
+    problem. ``overrides`` (``-o``, as ``thinktank eval`` reads them) change the first one's
+    options."""
     options = pattern_options(cap)
     unknown = sorted(set(selected) - set(options))
     if unknown:
@@ -87,6 +94,11 @@ def evaluations(selected: list[str], cap: int) -> list[tuple[str, dict[str, dict
             f"unknown pattern(s): {', '.join(unknown)}; choose from {', '.join(options)}"
         )
     first = {p: options[p] for p in selected if p != "self_consistency_8"}
+    try:
+        changed = eval_options(list(first), overrides or [])
+    except EvaluationError as exc:
+        raise SystemExit(str(exc)) from None
+    first = {p: {**o, **changed.get(p, {})} for p, o in first.items()}
     plan = [("main", first)] if first else []
     if "self_consistency_8" in selected:
         plan.append(("sc8", {"self_consistency": options["self_consistency_8"]}))
@@ -123,7 +135,7 @@ async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
     models = ModelRouter()
     rows: list[tuple[str, float, float, float, float]] = []
     try:
-        for name, options in evaluations(args.patterns.split(","), args.cap):
+        for name, options in evaluations(args.patterns.split(","), args.cap, args.option):
             config = EvalConfig(
                 patterns=list(options),
                 source=str(problems),
@@ -179,9 +191,17 @@ def main() -> None:
         default="single,self_consistency,self_consistency_8,discussion,sdv,rlad,spc_search",
         help="comma-separated subset to evaluate; the first is the baseline of the paired table",
     )
+    parser.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        help="PATTERN.FIELD=VALUE or FIELD=VALUE over the defaults, as thinktank eval's -o "
+        "(e.g. -o discussion.temperature=0); not applied to n=8 self-consistency",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
-    evaluations(args.patterns.split(","), args.cap)  # an unknown name stops here, not later
+    evaluations(args.patterns.split(","), args.cap, args.option)  # bad names stop here
     per_kind = args.per_kind or (4 if args.quick else 25)
     if per_kind < 1:
         parser.error("--per-kind must be at least 1")
