@@ -13,7 +13,8 @@ spent per problem, then every pattern against the first (``single`` by default) 
 problem: how often each was right where the other was wrong, the paired difference with its
 interval and the exact McNemar p. It writes the accuracy-vs-tokens plot and every item (each
 names its run: ``thinktank runs show RUN_ID`` shows the transcript). The store is a SQLite
-file in ``--out``; running the same command again resumes what did not finish.
+file in ``--out``; running the same command again resumes what did not finish, and the same
+command with ``--report`` prints what is stored so far without running anything.
 
 Run:  python benchmarks/patterns.py            # 100 problems, every pattern (3-4 hours on 2 cores)
       python benchmarks/patterns.py --quick    # 16 problems (about half an hour)
@@ -41,6 +42,7 @@ from training.evaluation import (
     evaluate_patterns,
     render_paired,
     render_table,
+    stored_summary,
     write_results,
 )
 from training.evaluation import pattern_options as eval_options
@@ -144,13 +146,20 @@ async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
                 concurrency=args.concurrency,
             )
             started = time.perf_counter()
-            bar = ProgressBar()  # on stderr: a long evaluation shows that it moves
-            try:
-                summary, items = await evaluate_patterns(
-                    store, models, str(engine.url), config, on_progress=bar
-                )
-            finally:
-                bar.close()
+            if args.report:
+                try:
+                    summary, items = await stored_summary(store, config)
+                except EvaluationError as exc:
+                    print(f"[{name}: {exc}]")
+                    continue
+            else:
+                bar = ProgressBar()  # on stderr: a long evaluation shows that it moves
+                try:
+                    summary, items = await evaluate_patterns(
+                        store, models, str(engine.url), config, on_progress=bar
+                    )
+                finally:
+                    bar.close()
             wall = time.perf_counter() - started
             table = render_table(summary)
             if name == "sc8":
@@ -158,7 +167,8 @@ async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
             print(table)
             if summary.paired:
                 print(render_paired(summary))
-            print(f"[{name}: {wall:.0f} s wall, load average {os.getloadavg()[0]:.2f}]", flush=True)
+            spent = "read from the store" if args.report else f"{wall:.0f} s wall"
+            print(f"[{name}: {spent}, load average {os.getloadavg()[0]:.2f}]", flush=True)
             write_results(summary, items, out / name)
             for row in summary.patterns:
                 label = "self_consistency n=8" if name == "sc8" else row.pattern
@@ -198,6 +208,11 @@ def main() -> None:
         default=[],
         help="PATTERN.FIELD=VALUE or FIELD=VALUE over the defaults, as thinktank eval's -o "
         "(e.g. -o discussion.temperature=0); not applied to n=8 self-consistency",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print what the same command has stored so far and run nothing",
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()

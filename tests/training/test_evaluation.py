@@ -28,6 +28,7 @@ from training.evaluation import (
     plot_accuracy_vs_tokens,
     render_paired,
     render_table,
+    stored_summary,
     wilson_interval,
     write_results,
 )
@@ -308,6 +309,34 @@ def test_wilson_interval_matches_known_values() -> None:
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     assert wilson_interval(50, 100, confidence=0.99) == pytest.approx((0.3753, 0.6247), abs=1e-4)
+
+
+async def test_what_an_evaluation_holds_so_far_is_read_without_running_anything(
+    store: Store, sqlite_url: str, problem_file: str
+) -> None:
+    settings = config(problem_file, name="so-far")
+    with pytest.raises(EvaluationError, match="no evaluation named 'so-far' has run yet"):
+        await stored_summary(store, settings)
+
+    # the first attempt stops at the first run it would have to wait for
+    def stall(request: ModelRequest) -> str:
+        if "6 * 7" in request.messages[-1].content:
+            raise ModelError("backend unavailable")
+        return solver(request)
+
+    ran, _ = await evaluate_patterns(
+        store, ModelRouter.single(ScriptedBackend({"solver": [stall]})), sqlite_url, settings
+    )
+    runs = len(await store.list_runs(limit=100))
+    read, items = await stored_summary(store, settings)
+    assert read == ran
+    assert len(await store.list_runs(limit=100)) == runs  # nothing ran
+    assert [(i.problem_id, i.pattern, i.status) for i in items][:2] == [
+        ("add", "single", "succeeded"),
+        ("add", "self_consistency", "succeeded"),
+    ]
+    with pytest.raises(EvaluationError, match="ran with other settings"):
+        await stored_summary(store, config(problem_file, name="so-far", seed=3))
 
 
 def test_the_paired_interval_and_mcnemar_test_match_published_values() -> None:

@@ -32,6 +32,7 @@ from training.evaluation.patterns import (
     resolve_source,
     score_answer,
     solve_jobs,
+    stored_summary,
     validate_pattern_config,
 )
 from training.evaluation.records import (
@@ -94,6 +95,7 @@ __all__ = [
     "run_jobs",
     "score_answer",
     "solve_jobs",
+    "stored_summary",
     "summarize_pattern",
     "validate_pattern_config",
     "wilson_interval",

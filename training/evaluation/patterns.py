@@ -178,14 +178,69 @@ async def evaluate_patterns(
         concurrency=config.concurrency,
         on_progress=on_progress,
     )
+    summary = _summary(config, evaluation.id, status, len(problems), run_budget, items)
+    await repo.set_evaluation_status(
+        store, evaluation.id, status, summary=summary.model_dump(mode="json")
+    )
+    return summary, items
+
+
+async def stored_summary(store: Store, config: EvalConfig) -> tuple[EvalSummary, list[ItemResult]]:
+    """The evaluation ``config`` describes as far as it has run, running nothing: what an
+    interrupted evaluation holds so far (items it never reached are pending)."""
+    source = resolve_source(config.source)
+    config = config.model_copy(update={"source": source})
+    problems = await asyncio.to_thread(
+        answerable_problems, source, limit=config.limit, seed=config.seed
+    )
+    jobs, run_budget = solve_jobs(config, problems)
+    name = config.evaluation_name()
+    evaluation = await repo.find_evaluation(store, name)
+    if evaluation is None:
+        raise EvaluationError(f"no evaluation named {name!r} has run yet")
+    if evaluation.kind != "patterns" or evaluation.config != config.identity():
+        raise EvaluationError(f"the evaluation named {name!r} ran with other settings")
+    stored = {
+        (row.problem_id, row.pattern): ItemResult.from_row(row)
+        for row in await repo.evaluation_items(store, evaluation.id)
+    }
+    items = [
+        stored.get((job.problem.id, job.pattern))
+        or ItemResult(
+            problem_id=job.problem.id,
+            pattern=job.pattern,
+            run_id=None,
+            status="pending",
+            correct=None,
+            answer=None,
+            reference=job.problem.answer,
+            reason=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            wall_s=None,
+        )
+        for job in jobs
+    ]
+    status = "finished" if all(item.ended for item in items) else "interrupted"
+    return _summary(config, evaluation.id, status, len(problems), run_budget, items), items
+
+
+def _summary(
+    config: EvalConfig,
+    evaluation_id: str,
+    status: str,
+    problems: int,
+    run_budget: int | None,
+    items: list[ItemResult],
+) -> EvalSummary:
     by_pattern = {p: [i for i in items if i.pattern == p] for p in config.patterns}
     baseline, *others = config.patterns
-    summary = EvalSummary(
-        name=name,
-        evaluation_id=evaluation.id,
-        source=source,
+    return EvalSummary(
+        name=config.evaluation_name(),
+        evaluation_id=evaluation_id,
+        source=config.source,
         status=status,
-        problems=len(problems),
+        problems=problems,
         confidence=config.confidence,
         budget_tokens=config.budget_tokens,
         run_token_budget=run_budget,
@@ -200,10 +255,6 @@ async def evaluate_patterns(
             for pattern in others
         ],
     )
-    await repo.set_evaluation_status(
-        store, evaluation.id, status, summary=summary.model_dump(mode="json")
-    )
-    return summary, items
 
 
 def resolve_source(source: str) -> str:
