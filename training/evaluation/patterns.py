@@ -157,22 +157,15 @@ async def evaluate_patterns(
     on_progress: ProgressCallback | None = None,
 ) -> tuple[EvalSummary, list[ItemResult]]:
     """Run (or resume) the evaluation ``config`` describes; its summary and every item."""
-    source = resolve_source(config.source)
-    config = config.model_copy(update={"source": source})
-    # reading many problems takes seconds: not on the event loop an API may share
-    problems = await asyncio.to_thread(
-        answerable_problems, source, limit=config.limit, seed=config.seed
-    )
-    jobs, run_budget = solve_jobs(config, problems)
-    name = config.evaluation_name()
+    config, problems, jobs, run_budget = await _planned(config)
     evaluation, items, status = await evaluate_jobs(
         store,
         models,
         database_url,
         jobs,
-        name=name,
+        name=config.evaluation_name(),
         kind="patterns",
-        source=source,
+        source=config.source,
         identity=config.identity(),
         score=score_answer,
         concurrency=config.concurrency,
@@ -188,12 +181,7 @@ async def evaluate_patterns(
 async def stored_summary(store: Store, config: EvalConfig) -> tuple[EvalSummary, list[ItemResult]]:
     """The evaluation ``config`` describes as far as it has run, running nothing: what an
     interrupted evaluation holds so far (items it never reached are pending)."""
-    source = resolve_source(config.source)
-    config = config.model_copy(update={"source": source})
-    problems = await asyncio.to_thread(
-        answerable_problems, source, limit=config.limit, seed=config.seed
-    )
-    jobs, run_budget = solve_jobs(config, problems)
+    config, problems, jobs, run_budget = await _planned(config)
     name = config.evaluation_name()
     evaluation = await repo.find_evaluation(store, name)
     if evaluation is None:
@@ -223,6 +211,21 @@ async def stored_summary(store: Store, config: EvalConfig) -> tuple[EvalSummary,
     ]
     status = "finished" if all(item.ended for item in items) else "interrupted"
     return _summary(config, evaluation.id, status, len(problems), run_budget, items), items
+
+
+async def _planned(
+    config: EvalConfig,
+) -> tuple[EvalConfig, list[Problem], list[Job], int | None]:
+    """The config with its source resolved, its problems, its jobs and budget mode's run
+    budget."""
+    source = resolve_source(config.source)
+    config = config.model_copy(update={"source": source})
+    # reading many problems takes seconds: not on the event loop an API may share
+    problems = await asyncio.to_thread(
+        answerable_problems, source, limit=config.limit, seed=config.seed
+    )
+    jobs, run_budget = solve_jobs(config, problems)
+    return config, problems, jobs, run_budget
 
 
 def _summary(
