@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
     evaluations(args.patterns.split(","), args.cap, args.option)  # bad names stop here
-    per_kind = args.per_kind or (4 if args.quick else 25)
+    per_kind = args.per_kind if args.per_kind is not None else (4 if args.quick else 25)
     if per_kind < 1:
         parser.error("--per-kind must be at least 1")
     size = {4: "quick", 25: "full"}.get(per_kind, f"{per_kind}-per-kind")
