@@ -25,7 +25,7 @@ from training.evaluation.records import (
     Job,
     ProgressCallback,
 )
-from training.evaluation.runner import evaluate_jobs
+from training.evaluation.runner import evaluate_jobs, stored_jobs
 from training.evaluation.stats import compare_paired, summarize_pattern
 from training.problems import Problem, load_problems
 
@@ -182,34 +182,9 @@ async def stored_summary(store: Store, config: EvalConfig) -> tuple[EvalSummary,
     """The evaluation ``config`` describes as far as it has run, running nothing: what an
     interrupted evaluation holds so far (items it never reached are pending)."""
     config, problems, jobs, run_budget = await _planned(config)
-    name = config.evaluation_name()
-    evaluation = await repo.find_evaluation(store, name)
-    if evaluation is None:
-        raise EvaluationError(f"no evaluation named {name!r} has run yet")
-    if evaluation.kind != "patterns" or evaluation.config != config.identity():
-        raise EvaluationError(f"the evaluation named {name!r} ran with other settings")
-    stored = {
-        (row.problem_id, row.pattern): ItemResult.from_row(row)
-        for row in await repo.evaluation_items(store, evaluation.id)
-    }
-    items = [
-        stored.get((job.problem.id, job.pattern))
-        or ItemResult(
-            problem_id=job.problem.id,
-            pattern=job.pattern,
-            run_id=None,
-            status="pending",
-            correct=None,
-            answer=None,
-            reference=job.problem.answer,
-            reason=None,
-            prompt_tokens=0,
-            completion_tokens=0,
-            wall_s=None,
-        )
-        for job in jobs
-    ]
-    status = "finished" if all(item.ended for item in items) else "interrupted"
+    evaluation, items, status = await stored_jobs(
+        store, jobs, name=config.evaluation_name(), kind="patterns", identity=config.identity()
+    )
     return _summary(config, evaluation.id, status, len(problems), run_budget, items), items
 
 

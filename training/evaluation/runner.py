@@ -43,19 +43,26 @@ async def open_evaluation(
     evaluation, created = await repo.create_evaluation(
         store, name=name, kind=kind, source=source, config=identity
     )
-    if not created and (evaluation.kind != kind or evaluation.config != identity):
-        stored = evaluation.config if evaluation.kind == kind else {"kind": evaluation.kind}
-        differs = sorted(
-            key
-            for key in {*stored, *identity}
-            if stored.get(key) != identity.get(key) and key != "kind"
-        ) or ["kind"]
+    differs = [] if created else _other_settings(evaluation, kind, identity)
+    if differs:
         raise EvaluationError(
             f"an evaluation named {name!r} already exists with other settings "
             f"({', '.join(differs)}); rerun it with its own settings to resume it, or choose "
             "another --name"
         )
     return evaluation
+
+
+def _other_settings(evaluation: Evaluation, kind: str, identity: dict[str, Any]) -> list[str]:
+    """The settings in which a stored evaluation differs from ``identity``; none if alike."""
+    if evaluation.kind == kind and evaluation.config == identity:
+        return []
+    stored = evaluation.config if evaluation.kind == kind else {"kind": evaluation.kind}
+    return sorted(
+        key
+        for key in {*stored, *identity}
+        if stored.get(key) != identity.get(key) and key != "kind"
+    ) or ["kind"]
 
 
 class Evaluated(NamedTuple):
@@ -94,8 +101,32 @@ async def evaluate_jobs(
         concurrency=concurrency,
         on_progress=on_progress,
     )
-    status = "finished" if all(item.ended for item in items) else "interrupted"
-    return Evaluated(evaluation, items, status)
+    return Evaluated(evaluation, items, _status(items))
+
+
+async def stored_jobs(
+    store: Store, jobs: list[Job], *, name: str, kind: str, identity: dict[str, Any]
+) -> Evaluated:
+    """The evaluation ``name`` as far as it has run, running nothing: each job's stored item,
+    a pending one where the evaluation never got that far."""
+    evaluation = await repo.find_evaluation(store, name)
+    if evaluation is None:
+        raise EvaluationError(f"no evaluation named {name!r} has run yet")
+    if _other_settings(evaluation, kind, identity):
+        raise EvaluationError(f"the evaluation named {name!r} ran with other settings")
+    stored = {
+        (row.problem_id, row.pattern): row
+        for row in await repo.evaluation_items(store, evaluation.id)
+    }
+    items = []
+    for job in jobs:
+        row = stored.get((job.problem.id, job.pattern))
+        items.append(ItemResult.from_row(row) if row else _pending(job, stored, reason=None))
+    return Evaluated(evaluation, items, _status(items))
+
+
+def _status(items: list[ItemResult]) -> str:
+    return "finished" if all(item.ended for item in items) else "interrupted"
 
 
 async def run_jobs(
@@ -231,7 +262,9 @@ async def _run_job(
     )
 
 
-def _pending(job: Job, stored: dict[tuple[str, str], EvaluationItem], *, reason: str) -> ItemResult:
+def _pending(
+    job: Job, stored: dict[tuple[str, str], EvaluationItem], *, reason: str | None
+) -> ItemResult:
     row = stored.get((job.problem.id, job.pattern))
     return ItemResult(
         problem_id=job.problem.id,
