@@ -130,14 +130,19 @@ def plot(rows: list[tuple[str, float, float, float, float]], path: Path, title: 
     pyplot.close(figure)
 
 
-async def evaluate(args: argparse.Namespace, problems: Path, out: Path) -> None:
+async def evaluate(
+    args: argparse.Namespace,
+    plan: list[tuple[str, dict[str, dict[str, object]]]],
+    problems: Path,
+    out: Path,
+) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{out / 'patterns.db'}")
     await migrate(engine)
     store = Store(engine)
     models = ModelRouter()
     rows: list[tuple[str, float, float, float, float]] = []
     try:
-        for name, options in evaluations(args.patterns.split(","), args.cap, args.option):
+        for name, options in plan:
             config = EvalConfig(
                 patterns=list(options),
                 source=str(problems),
@@ -216,7 +221,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
-    evaluations(args.patterns.split(","), args.cap, args.option)  # bad names stop here
+    plan = evaluations(args.patterns.split(","), args.cap, args.option)  # bad names stop here
     per_kind = args.per_kind if args.per_kind is not None else (4 if args.quick else 25)
     if per_kind < 1:
         parser.error("--per-kind must be at least 1")
@@ -226,7 +231,7 @@ def main() -> None:
     problems = out / "problems.jsonl"
     count = write_problems(problems, per_kind, args.seed)
     print(f"{count} problems ({', '.join(KINDS)}), cap {args.cap} tokens, -> {out}")
-    asyncio.run(evaluate(args, problems, out))
+    asyncio.run(evaluate(args, plan, problems, out))
 
 
 if __name__ == "__main__":
