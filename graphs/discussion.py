@@ -75,7 +75,15 @@ class DiscussionConfig(PatternConfig):
         "many tokens (M1's budget forcing; 0: never)",
     )
     solver_history: int = Field(5, ge=0, le=100, description="history entries the solver sees")
-    critic_history: int = Field(3, ge=0, le=100, description="history entries a critic sees")
+    critic_history: int = Field(
+        3, ge=0, le=100, description="history entries a critic sees (critic_view 'history')"
+    )
+    critic_view: Literal["history", "independent"] = Field(
+        "history",
+        description="what a critic sees: 'history', the chat history it compares its own "
+        "answer with (the paper); 'independent', the problem alone, solved on its own and "
+        "compared by answers",
+    )
     reference_answer: str | None = Field(
         None,
         max_length=MAX_ANSWER_CHARS,
@@ -279,37 +287,51 @@ async def critique(packet: CritiquePacket, runtime: Runtime[RunContext]) -> dict
     ctx, cfg = runtime.context, runtime.context.config
     rnd, inner, index = packet["round"], packet["inner_turn"], packet["index"]
     agent = critic_agent(index, packet["role"])
+    independent = cfg.critic_view == "independent"
+    if independent:
+        messages = roles.independent_critic_messages(packet["problem"], packet["role"])
+        parse = roles.parse_own_solution
+    else:
+        messages = roles.critic_messages(
+            packet["problem"], packet["role"], packet["history"], last=cfg.critic_history
+        )
+        parse = roles.parse_critique
     try:
         turn = await ask(
             ctx,
             agent,
-            roles.critic_messages(
-                packet["problem"], packet["role"], packet["history"], last=cfg.critic_history
-            ),
+            messages,
             key=f"critique/r{rnd}/i{inner}/c{index}",
             node="critique",
             round=rnd,
             params=_params(cfg, packet["max_tokens"]),
-            parse=roles.parse_critique,
+            parse=parse,
         )
     except BudgetExhausted:
         return {"stop_reason": "token_budget"}
     verdict: roles.Critique = turn.parsed
-    agree = verdict.agree
-    if verdict.answer is not None and packet["answer"] is not None:
+    agree: bool | None = verdict.agree
+    if independent and verdict.answer is None:
+        agree = None  # it never reached an answer: no verdict either way
+    elif independent:
+        agree = packet["answer"] is not None and (
+            answers_match(verdict.answer, packet["answer"]).correct
+        )
+    elif verdict.answer is not None and packet["answer"] is not None:
         # Departure from the paper (which reads the marker alone): a critic that solved the
         # problem itself agrees when its own final answer is the solution's. Small models'
         # markers often contradict the answers they just wrote; the answers are what counts.
         agree = answers_match(verdict.answer, packet["answer"]).correct
+    text = shared_text(verdict.text) if independent else verdict.text
     return {
         "critiques": [
             {
                 "index": index,
                 "agent": agent.name,
                 "agree": agree,
-                "marker_agrees": verdict.agree,
+                "marker_agrees": None if independent else verdict.agree,
                 "answer": verdict.answer,
-                "text": verdict.text,
+                "text": text,
             }
         ]
     }
@@ -320,7 +342,8 @@ async def consensus(state: DiscussionState, runtime: Runtime[RunContext]) -> dic
     if state.get("stop_reason"):
         return {}
     critiques = sorted(state.get("critiques", []), key=lambda c: c["index"])
-    disagreeing = [c for c in critiques if not c["agree"]]
+    disagreeing = [c for c in critiques if c["agree"] is False]
+    abstaining = sum(c["agree"] is None for c in critiques)
     revise = bool(disagreeing) and state["inner_turn"] < cfg.max_inner_turns
     await ctx.recorder.emit(
         ctx.run_id,
@@ -329,16 +352,18 @@ async def consensus(state: DiscussionState, runtime: Runtime[RunContext]) -> dic
             "by": "critics",
             "round": state["round"],
             "inner_turn": state["inner_turn"],
-            "agree": len(critiques) - len(disagreeing),
+            "agree": len(critiques) - len(disagreeing) - abstaining,
             "disagree": len(disagreeing),
+            "abstain": abstaining,
             "revise": revise,
         },
     )
     if not revise:
         return {"revise": False}
+    own = cfg.critic_view == "independent"
     history = [
         *state["history"],
-        *(roles.critique_entry(c["agent"], c["text"]) for c in disagreeing),
+        *(roles.critique_entry(c["agent"], c["text"], own_solution=own) for c in disagreeing),
     ]
     return {"history": history, "inner_turn": state["inner_turn"] + 1, "revise": True}
 

@@ -88,6 +88,16 @@ answer in \\boxed{answer}. Then compare it with the final answer of the last sol
 chat history. End with [Agree] if the two final answers are the same, or [Disagree] if not."""
 )
 
+# An independent critic sees the problem and nothing of the discussion: it solves the problem on
+# its own and the graph compares its boxed answer with the solution's. The paper's critic is
+# asked to compare "your own solution" with the last one without writing it out; shown the
+# history, the 0.5B model writes no solution of its own (it boxed an answer in 2 of 20 stored
+# critiques) and echoes the solver, so its verdict is no check at all.
+INDEPENDENT_CRITIC_INSTRUCTION = Template(
+    """You are ${role}. Solve the problem yourself, step by step, briefly.
+Put your final answer in \\boxed{answer}."""
+)
+
 EVALUATOR_SYSTEM = Template(
     """Experts: ${experts}
 Problem: ${problem}
@@ -165,6 +175,14 @@ def critic_messages(
     )
 
 
+def independent_critic_messages(problem: str, role: str) -> list[ChatMessage]:
+    """An independent critic's prompt: the problem and its role, none of the history."""
+    return system_user(
+        CRITIC_SYSTEM.substitute(problem=problem),
+        INDEPENDENT_CRITIC_INSTRUCTION.substitute(role=role),
+    )
+
+
 def evaluator_messages(problem: str, solution: str, experts: Sequence[str]) -> list[ChatMessage]:
     return system_user(
         EVALUATOR_SYSTEM.substitute(
@@ -178,11 +196,14 @@ def history_entry(sender: str, text: str) -> str:
     return f"[{sender}]: {text}"
 
 
-def critique_entry(critic: str, text: str) -> str:
+def critique_entry(critic: str, text: str, *, own_solution: bool = False) -> str:
     """A disagreeing critic's entry in the history the solver revises from. Departure from the
     paper, which broadcasts the critique with its marker removed: the 0.5B model's critique is
     often the bare ``[Disagree]``, which left the solver an empty entry and no sign that anyone
-    disagreed, so a critique without words keeps its marker."""
+    disagreed, so a critique without words keeps its marker. An independent critic's entry is
+    its own solution, marked so the solver knows it disagrees."""
+    if own_solution:
+        return history_entry(critic, f"{text}\n[Disagree]")
     return history_entry(critic, text or "[Disagree]")
 
 
@@ -320,6 +341,20 @@ def parse_critique(text: str) -> Critique:
             parse_error="no [Agree]/[Disagree]",
         )
     return Critique(agree=markers[-1].lower() == "agree", text=critique, answer=answer)
+
+
+def parse_own_solution(text: str) -> Critique:
+    """An independent critic's reply: its own solution, whose last ``\\boxed{}`` is the answer
+    the graph compares. ``agree`` stays False here: only the graph, which holds the solution's
+    answer, can say whether the two agree. A reply without a boxed answer has no verdict."""
+    answer = last_boxed(text) or None
+    return Critique(
+        agree=False,
+        text=text.strip(),
+        answer=answer,
+        parse_ok=answer is not None,
+        parse_error=None if answer is not None else "no \\boxed{} answer",
+    )
 
 
 EVALUATOR_HEADERS = ("Correctness", "Advice", "Recruiting Suggestion")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from roles.answers import extract_answer, majority_answer, normalize_answer, shared_text
 from roles.discussion import (
     critic_messages,
+    independent_critic_messages,
     parse_ceo_decision,
     parse_critique,
     parse_evaluation,
+    parse_own_solution,
     parse_roles,
 )
 
@@ -100,3 +102,13 @@ def test_parallel_critics_share_everything_but_their_role_at_the_end() -> None:
     shared = a[: next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)]
     assert history[0] in shared and history[1] in shared
     assert a.index("a number theorist") > a.index(history[1])  # the role comes after them
+
+
+def test_an_independent_critic_is_read_by_its_own_boxed_answer() -> None:
+    reply = parse_own_solution("3 + 4 = 7, and 7 * 2 = \\boxed{14}.")
+    assert reply.answer == "14" and reply.parse_ok
+    lost = parse_own_solution("Let me think about the cows first.")
+    assert lost.answer is None and not lost.parse_ok
+    system, user = independent_critic_messages("What is 2+3?", "a number theorist")
+    assert "What is 2+3?" in system.content and "a number theorist" in user.content
+    assert "history" not in system.content + user.content

@@ -144,9 +144,11 @@ class LivePrinter:
             if not decision.get("parse_ok", True):
                 text += f" [red](unparsed reply: {escape(decision.get('parse_error') or '')})[/red]"
         elif by == "critics":
-            text = f"critics: {decision['agree']} agree, {decision['disagree']} disagree" + (
-                " → solver revises" if decision["revise"] else ""
-            )
+            text = f"critics: {decision['agree']} agree, {decision['disagree']} disagree"
+            if decision.get("abstain"):
+                text += f", {decision['abstain']} without an answer"
+            if decision["revise"]:
+                text += " → solver revises"
         elif by == "evaluator":
             text = f"evaluator: {'correct' if decision['correct'] else 'not correct'}"
             if decision.get("stop_reason"):

@@ -163,6 +163,7 @@ async def test_disagreeing_critics_make_the_solver_revise(harness: RunHarness) -
         "inner_turn": 1,
         "agree": 2,
         "disagree": 0,
+        "abstain": 0,
         "revise": False,
     }
 
@@ -207,3 +208,33 @@ async def test_agents_see_only_text_after_think(harness: RunHarness) -> None:
     assert "secret scratch work" not in critic_prompt
     solver = next(t for t in turns if t.role == "solver")
     assert "secret scratch work" in solver.completion
+
+
+async def test_independent_critics_solve_alone_and_agree_by_their_answers(
+    harness: RunHarness,
+) -> None:
+    model = backend(
+        solver=["6 times 7 is 48. \\boxed{48}", SOLUTION],
+        critic=[
+            "6 * 7 = 42. \\boxed{42}",
+            "I am not sure.",
+            "7 * 6 = 42, \\boxed{42}",
+            "\\boxed{42}",
+        ],
+    )
+    run_id, outcome = await harness.run(
+        model, "discussion", PROBLEM, max_rounds=1, max_inner_turns=1, critic_view="independent"
+    )
+
+    assert outcome["answer"] == "42"
+    turns = await harness.store.turns(run_id)
+    for critic in (t for t in turns if t.role == "critic"):
+        prompt = "\n".join(m["content"] for m in critic.messages)
+        assert PROBLEM in prompt
+        assert "48" not in prompt and "chat history" not in prompt
+    first, second = harness.decisions("critics")
+    assert (first["agree"], first["disagree"], first["abstain"], first["revise"]) == (0, 1, 1, True)
+    assert (second["agree"], second["disagree"], second["abstain"]) == (2, 0, 0)
+    revision_prompt = [t for t in turns if t.node == "solve"][1].messages[-1]["content"]
+    assert "]: 6 * 7 = 42. \\boxed{42}\n[Disagree]\n" in revision_prompt
+    assert "I am not sure." not in revision_prompt

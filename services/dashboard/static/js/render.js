@@ -183,12 +183,14 @@ const DECISIONS = {
     const inner = take(rest, "inner_turn");
     const agree = take(rest, "agree");
     const disagree = take(rest, "disagree");
+    const abstain = take(rest, "abstain");
     const revise = take(rest, "revise");
     return {
       title: `Critics · round ${round ?? "?"}${inner ? `, revision ${inner}` : ""}`,
       headline: [
         chip(`${agree ?? 0} agree`, "good"),
         chip(`${disagree ?? 0} disagree`, disagree ? "bad" : ""),
+        ...(abstain ? [chip(`${abstain} without an answer`, "warn")] : []),
         chip(revise ? "→ the solver revises" : "→ no revision", revise ? "warn" : ""),
       ],
       notes: [],
