@@ -360,11 +360,15 @@ async def consensus(state: DiscussionState, runtime: Runtime[RunContext]) -> dic
     )
     if not revise:
         return {"revise": False}
-    own = cfg.critic_view == "independent"
-    history = [
-        *state["history"],
-        *(roles.critique_entry(c["agent"], c["text"], own_solution=own) for c in disagreeing),
-    ]
+    if cfg.critic_view == "independent":
+        entries = [
+            roles.own_solution_entry(c["agent"], c["text"], c["answer"], agree=c["agree"])
+            for c in critiques
+            if c["agree"] is not None
+        ]
+    else:
+        entries = [roles.critique_entry(c["agent"], c["text"]) for c in disagreeing]
+    history = [*state["history"], *entries]
     return {"history": history, "inner_turn": state["inner_turn"] + 1, "revise": True}
 
 

@@ -93,8 +93,11 @@ chat history. End with [Agree] if the two final answers are the same, or [Disagr
 # asked to compare "your own solution" with the last one without writing it out; shown the
 # history, the 0.5B model writes no solution of its own (it boxed an answer in 2 of 20 stored
 # critiques) and echoes the solver, so its verdict is no check at all.
+# No code: the coder model, asked for a solution, writes Python now and then and follows it
+# with an ```output block of its own invention (8 of 53 critiques in one benchmark's first
+# minutes), whose number it then boxes.
 INDEPENDENT_CRITIC_INSTRUCTION = Template(
-    """You are ${role}. Solve the problem yourself, step by step, briefly.
+    """You are ${role}. Solve the problem yourself, step by step, briefly, without writing code.
 Put your final answer in \\boxed{answer}."""
 )
 
@@ -196,15 +199,24 @@ def history_entry(sender: str, text: str) -> str:
     return f"[{sender}]: {text}"
 
 
-def critique_entry(critic: str, text: str, *, own_solution: bool = False) -> str:
+def critique_entry(critic: str, text: str) -> str:
     """A disagreeing critic's entry in the history the solver revises from. Departure from the
     paper, which broadcasts the critique with its marker removed: the 0.5B model's critique is
     often the bare ``[Disagree]``, which left the solver an empty entry and no sign that anyone
-    disagreed, so a critique without words keeps its marker. An independent critic's entry is
-    its own solution, marked so the solver knows it disagrees."""
-    if own_solution:
-        return history_entry(critic, f"{text}\n[Disagree]")
+    disagreed, so a critique without words keeps its marker."""
     return history_entry(critic, text or "[Disagree]")
+
+
+def own_solution_entry(critic: str, text: str, answer: str, *, agree: bool) -> str:
+    """An independent critic's entry: a dissenting critic's whole solution, an agreeing one's
+    answer alone. Departure from the paper, which shows the solver only the dissent: the 0.5B
+    solver given one dissenting solution adopted its answer even where the other critic had
+    reached the solver's own (right) answer, so the solver is told the count both ways."""
+    if agree:
+        return history_entry(
+            critic, f"I solved it on my own and also got \\boxed{{{answer}}}. [Agree]"
+        )
+    return history_entry(critic, f"{text}\n[Disagree]")
 
 
 # --- schemas -----------------------------------------------------------------------------

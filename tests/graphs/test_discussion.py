@@ -214,16 +214,21 @@ async def test_independent_critics_solve_alone_and_agree_by_their_answers(
     harness: RunHarness,
 ) -> None:
     model = backend(
+        ceo=[ceo(recruit=4)],
         solver=["6 times 7 is 48. \\boxed{48}", SOLUTION],
         critic=[
-            "6 * 7 = 42. \\boxed{42}",
-            "I am not sure.",
-            "7 * 6 = 42, \\boxed{42}",
-            "\\boxed{42}",
+            *("6 * 7 = 42. \\boxed{42}", "6 * 7 = 48, \\boxed{48}", "I am not sure."),
+            *("7 * 6 = 42, \\boxed{42}", "\\boxed{42}", "It is \\boxed{42}"),
         ],
     )
     run_id, outcome = await harness.run(
-        model, "discussion", PROBLEM, max_rounds=1, max_inner_turns=1, critic_view="independent"
+        model,
+        "discussion",
+        PROBLEM,
+        agents=4,
+        max_rounds=1,
+        max_inner_turns=1,
+        critic_view="independent",
     )
 
     assert outcome["answer"] == "42"
@@ -233,8 +238,11 @@ async def test_independent_critics_solve_alone_and_agree_by_their_answers(
         assert PROBLEM in prompt
         assert "48" not in prompt and "chat history" not in prompt
     first, second = harness.decisions("critics")
-    assert (first["agree"], first["disagree"], first["abstain"], first["revise"]) == (0, 1, 1, True)
-    assert (second["agree"], second["disagree"], second["abstain"]) == (2, 0, 0)
+    assert (first["agree"], first["disagree"], first["abstain"], first["revise"]) == (1, 1, 1, True)
+    assert (second["agree"], second["disagree"], second["abstain"]) == (3, 0, 0)
+    # the solver sees the dissent in full and the agreement by its answer; no word of the critic
+    # that never reached an answer
     revision_prompt = [t for t in turns if t.node == "solve"][1].messages[-1]["content"]
     assert "]: 6 * 7 = 42. \\boxed{42}\n[Disagree]\n" in revision_prompt
+    assert "]: I solved it on my own and also got \\boxed{48}. [Agree]\n" in revision_prompt
     assert "I am not sure." not in revision_prompt
