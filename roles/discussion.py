@@ -94,8 +94,8 @@ chat history. End with [Agree] if the two final answers are the same, or [Disagr
 # history, the 0.5B model writes no solution of its own (it boxed an answer in 2 of 20 stored
 # critiques) and echoes the solver, so its verdict is no check at all.
 # No code: the coder model, asked for a solution, writes Python now and then and follows it
-# with an ```output block of its own invention (8 of 53 critiques in one benchmark's first
-# minutes), whose number it then boxes.
+# with an ```output block of its own invention, whose number it then boxes (8 of 53 critiques
+# without this line; with it, 55 of 217 still do).
 INDEPENDENT_CRITIC_INSTRUCTION = Template(
     """You are ${role}. Solve the problem yourself, step by step, briefly, without writing code.
 Put your final answer in \\boxed{answer}."""
