@@ -146,3 +146,13 @@ def test_version_prints_the_installed_package_version(env: dict[str, str]) -> No
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"thinktank {version('thinktank')}"
+
+
+def test_independent_critics_without_an_answer_are_counted_apart(env: dict[str, str]) -> None:
+    result = run_cli(
+        env, "solve", "What is 3+4?", "--pattern", "discussion", "--critic-view", "independent"
+    )
+    assert result.returncode == 0, result.stderr
+    # the scripted critics say "Same answer. [Agree]": no boxed answer of their own
+    assert "critics: 0 agree, 0 disagree, 2 without an answer" in result.stdout
+    assert "answer: 7" in result.stdout
