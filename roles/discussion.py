@@ -91,7 +91,7 @@ chat history. End with [Agree] if the two final answers are the same, or [Disagr
 # An independent critic sees the problem and nothing of the discussion: it solves the problem on
 # its own and the graph compares its boxed answer with the solution's. The paper's critic is
 # asked to compare "your own solution" with the last one without writing it out; shown the
-# history, the 0.5B model writes no solution of its own (it boxed an answer in 2 of 20 stored
+# history, the 0.5B model writes no solution of its own (it boxed an answer in 22 of 173
 # critiques) and echoes the solver, so its verdict is no check at all.
 # No code: the coder model, asked for a solution, writes Python now and then and follows it
 # with an ```output block of its own invention, whose number it then boxes (8 of 53 critiques
